@@ -1,0 +1,5 @@
+import sys
+
+from flamefit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""Small helpers shared by the benchmarks: timing and output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+
+import click
+
+
+def time_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, sync: Callable[[], None] | None = None
+            ) -> dict[str, float]:
+    """Median and min wall time of ``fn`` in milliseconds (``sync`` e.g. torch.cuda.synchronize)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if sync:
+            sync()
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    times.sort()
+    return {"median_ms": times[len(times) // 2], "min_ms": times[0]}
+
+
+def environment() -> dict:
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def emit(report: dict, rows: list[dict], columns: list[str], title: str, as_json: bool) -> None:
+    """Print the report as one JSON object, or as a rich table of ``rows``."""
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*[f"{row[c]:.2f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
+    console = Console(width=140)
+    console.print(table)
+    env = report.get("environment", {})
+    if env:
+        console.print(", ".join(f"{k}: {v}" for k, v in env.items()))

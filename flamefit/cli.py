@@ -1,0 +1,97 @@
+"""The ``flamefit`` command line.
+
+Subcommands live in ``flamefit/commands/*.py`` and are imported lazily, so ``flamefit --help`` is fast
+(torch is only imported by the commands that need it). Errors derived from ``FlamefitError`` are printed
+as one line and mapped to exit codes; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# name -> "module:attribute" of a click command/group. Each feature owns its module.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "model": ("flamefit.commands.model_cmd:model", "Inspect FLAME model files (`model info`)."),
+    "bench": ("flamefit.commands.bench_cmd:bench", "Performance benchmarks (tables, or --json)."),
+    "detect": ("flamefit.commands.detect_cmd:detect", "Detect 478/68 landmarks and skin masks in images."),
+    "fit": ("flamefit.commands.fit_cmd:fit", "Fit FLAME to images (shape, expression, pose, texture, light)."),
+    "fit-texture": ("flamefit.commands.fit_cmd:fit_texture", "Refit only the texture of a saved fit."),
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        target, _ = _COMMANDS[name]
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # the feature's module is not written yet
+                return _not_available(name)
+            raise
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Use the short help stored here so `--help` does not import every subcommand.
+        rows = [(name, help_) for name, (_, help_) in sorted(_COMMANDS.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _not_available(name: str) -> click.Command:
+    @click.command(name=name, help="Not available in this version.")
+    def _cmd() -> None:
+        raise click.ClickException(f"`flamefit {name}` is not implemented in this version yet.")
+
+    return _cmd
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="flamefit")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """flamefit: fit the FLAME head model to photos and videos.
+
+    Model files are found through --flame, then $FLAMEFIT_FLAME_MODEL, then the config file
+    (~/.config/flamefit/config.toml), then the per-user data directory. Run `flamefit model info`
+    to see what is found.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the CLI and turns flamefit errors into one-line messages and exit codes."""
+    from flamefit.errors import FlamefitError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="flamefit", standalone_mode=False)
+    except FlamefitError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Where model files come from.
+
+Each asset kind is resolved in this order, first hit wins:
+
+1. an explicit path (function argument / CLI flag);
+2. an environment variable (``FLAMEFIT_FLAME_MODEL``, ``FLAMEFIT_TEXTURE_SPACE``, ...; see :data:`ASSETS`);
+3. the config file (``$FLAMEFIT_CONFIG``, else ``<user config dir>/flamefit/config.toml``), table ``[paths]``,
+   e.g. ``flame = "/data/FLAME2020/generic_model.pkl"`` (relative paths are relative to the config file);
+4. the per-user data directory (``$FLAMEFIT_DATA_DIR``, else ``<user data dir>/flamefit``), under the
+   file names the official downloads use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from flamefit.errors import ConfigError, ModelFileError
+
+
+@dataclass(frozen=True)
+class AssetKind:
+    name: str
+    env: str
+    file_names: tuple[str, ...]
+    what: str
+    how_to_get: str
+
+
+_FLAME_SITE = "https://flame.is.tue.mpg.de (free registration)"
+ASSETS: dict[str, AssetKind] = {
+    a.name: a
+    for a in (
+        AssetKind("flame", "FLAMEFIT_FLAME_MODEL",
+                  ("generic_model.pkl", "flame2023.pkl", "flame2023_no_jaw.pkl", "flame2023_open.pkl",
+                   "male_model.pkl", "female_model.pkl"),
+                  "the FLAME model (FLAME 2020 generic_model.pkl, or FLAME 2023 / 2023 Open)",
+                  f"download FLAME from {_FLAME_SITE}"),
+        AssetKind("texture_space", "FLAMEFIT_TEXTURE_SPACE", ("FLAME_texture.npz", "FLAME_albedo_from_BFM.npz"),
+                  "a FLAME texture space (FLAME_texture.npz or FLAME_albedo_from_BFM.npz)",
+                  f"download 'FLAME texture space' from {_FLAME_SITE}, or build the BFM-converted albedo "
+                  "(github.com/TimoBolkart/BFM_to_FLAME)"),
+        AssetKind("uv", "FLAMEFIT_UV_LAYOUT", ("FLAME_texture.npz", "head_template.obj", "flame_vt.npy"),
+                  "the FLAME UV layout (vt/ft)",
+                  "use FLAME_texture.npz or head_template.obj from the FLAME download, or `pip install flame-model`"),
+        AssetKind("landmarks_static", "FLAMEFIT_LANDMARKS_STATIC", ("flame_static_embedding.pkl",),
+                  "the RingNet/DECA static 68-point landmark embedding",
+                  "it ships with RingNet / DECA (MIT licence)"),
+        AssetKind("landmarks_dynamic", "FLAMEFIT_LANDMARKS_DYNAMIC", ("flame_dynamic_embedding.npy",),
+                  "the RingNet/DECA dynamic jaw-contour embedding",
+                  "it ships with RingNet / DECA (MIT licence)"),
+    )
+}
+
+
+def config_path() -> Path:
+    env = os.environ.get("FLAMEFIT_CONFIG")
+    return Path(env) if env else Path(platformdirs.user_config_dir("flamefit")) / "config.toml"
+
+
+def data_dir() -> Path:
+    env = os.environ.get("FLAMEFIT_DATA_DIR")
+    return Path(env) if env else Path(platformdirs.user_data_dir("flamefit"))
+
+
+def read_config(path: Path | None = None) -> dict:
+    """The parsed config file, or {} when there is none."""
+    path = path or config_path()
+    if not path.is_file():
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid TOML config file ({exc}). Fix or delete it.") from exc
+
+
+def candidates(kind: str, explicit: str | Path | None = None) -> list[tuple[str, Path]]:
+    """(origin, path) pairs in resolution order; the first existing one is used."""
+    asset = ASSETS[kind]
+    out: list[tuple[str, Path]] = []
+    if explicit is not None:
+        out.append(("argument", Path(explicit).expanduser()))
+    if os.environ.get(asset.env):
+        out.append((f"${asset.env}", Path(os.environ[asset.env]).expanduser()))
+    cfg_file = config_path()
+    configured = read_config(cfg_file).get("paths", {}).get(kind)
+    if configured:
+        p = Path(configured).expanduser()
+        out.append((f"config {cfg_file}", p if p.is_absolute() else cfg_file.parent / p))
+    for name in asset.file_names:
+        out.append(("data dir", data_dir() / name))
+    return out
+
+
+def resolve_asset(kind: str, explicit: str | Path | None = None, required: bool = True) -> Path | None:
+    """The path of asset ``kind``; raise a :class:`ModelFileError` that says how to get it when missing.
+
+    An explicitly given path (argument, environment, config) that does not exist is always an error: a typo
+    must not silently fall through to another file.
+    """
+    asset = ASSETS[kind]
+    for origin, path in candidates(kind, explicit):
+        if path.exists():
+            return path
+        if origin != "data dir":
+            raise ModelFileError(f"{path}: {asset.what} not found (given by {origin}). Check the path.")
+    if not required:
+        return None
+    names = ", ".join(asset.file_names)
+    raise ModelFileError(
+        f"{asset.what} not found. Pass it explicitly, set {asset.env}=PATH, add it to {config_path()} under "
+        f"[paths] as {kind} = \"PATH\", or place it in {data_dir()} (as one of: {names}). To get it: "
+        f"{asset.how_to_get}."
+    )
+
+
+def resolve_model_path(explicit: str | Path | None = None, kind: str = "flame") -> Path:
+    """Alias of :func:`resolve_asset` for required assets."""
+    path = resolve_asset(kind, explicit, required=True)
+    assert path is not None
+    return path

@@ -1,0 +1,95 @@
+"""FLAME's linear blend skinning, as plain batched torch functions (after smplx's ``lbs.py``).
+
+Shapes: B batch, V vertices, J joints (5 for FLAME), K blendshapes. All functions are differentiable and
+follow the dtype/device of their inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
+    """Rodrigues' formula, (..., 3) -> (..., 3, 3), exact and smooth at zero (Taylor branch, no epsilon bias)."""
+    theta2 = (axis_angle * axis_angle).sum(-1, keepdim=True)[..., None]  # (...,1,1)
+    small = theta2 < 1e-8
+    safe2 = torch.where(small, torch.ones_like(theta2), theta2)
+    theta = safe2.sqrt()
+    # R = I + a K + b K^2 with K the skew matrix of the (unnormalised) axis-angle vector.
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / safe2)
+    x, y, z = axis_angle.unbind(-1)
+    zero = torch.zeros_like(x)
+    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*axis_angle.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device).expand_as(skew)
+    return eye + a * skew + b * (skew @ skew)
+
+
+def blend_shapes(coeffs: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """(B,K) coefficients x directions -> (B,V,3) offsets.
+
+    ``dirs`` is (K, V*3) (one GEMM; the layout :class:`FlameModel` stores) or FLAME's file layout (V,3,K).
+    """
+    if dirs.ndim == 3:
+        return torch.einsum("bk,vck->bvc", coeffs, dirs)
+    return (coeffs @ dirs).view(coeffs.shape[0], -1, 3)
+
+
+def rigid_transforms(rot_mats: torch.Tensor, joints: torch.Tensor, parents: tuple[int, ...]) -> tuple[
+    torch.Tensor, torch.Tensor
+]:
+    """Chain per-joint rotations along the kinematic tree.
+
+    rot_mats (B,J,3,3), joints (B,J,3) rest-pose joint locations. Returns the posed joints (B,J,3) and the
+    relative transforms (B,J,4,4) that map rest-pose points to posed points for each joint.
+    """
+    rel_joints = joints.clone()
+    rel_joints[:, 1:] = joints[:, 1:] - joints[:, list(parents[1:])]
+    B, J = joints.shape[:2]
+    top = torch.cat([rot_mats, rel_joints.unsqueeze(-1)], dim=-1)  # (B,J,3,4)
+    bottom = torch.zeros(B, J, 1, 4, dtype=joints.dtype, device=joints.device)
+    bottom[..., 3] = 1.0
+    local = torch.cat([top, bottom], dim=-2)  # (B,J,4,4)
+    chain = [local[:, 0]]
+    for j in range(1, J):
+        chain.append(chain[parents[j]] @ local[:, j])
+    world = torch.stack(chain, dim=1)
+    posed_joints = world[:, :, :3, 3]
+    # Remove the rest-pose joint location so the transform applies to rest-pose vertices.
+    correction = world[:, :, :3, :3] @ joints.unsqueeze(-1)
+    rel = world.clone()
+    rel[:, :, :3, 3] = world[:, :, :3, 3] - correction.squeeze(-1)
+    return posed_joints, rel
+
+
+def lbs(
+    coeffs: torch.Tensor,
+    full_pose: torch.Tensor,
+    v_template: torch.Tensor,
+    shapedirs: torch.Tensor,
+    posedirs: torch.Tensor,
+    j_regressor: torch.Tensor,
+    parents: tuple[int, ...],
+    weights: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FLAME skinning.
+
+    coeffs (B,K) shape+expression coefficients for ``shapedirs`` (K,V*3) or (V,3,K); full_pose (B,J,3) axis-angle;
+    posedirs (P,V*3) with P = 9*(J-1) (feature ``R_j - I`` row-major for joints 1..J-1); j_regressor (J,V);
+    weights (V,J). Returns vertices (B,V,3) and posed joints (B,J,3).
+    """
+    B = coeffs.shape[0]
+    v_shaped = v_template.unsqueeze(0) + blend_shapes(coeffs, shapedirs)
+    joints = j_regressor @ v_shaped  # (J,V) @ (B,V,3) broadcasts to (B,J,3)
+    rot_mats = axis_angle_to_matrix(full_pose)  # (B,J,3,3)
+    eye = torch.eye(3, dtype=coeffs.dtype, device=coeffs.device)
+    pose_feature = (rot_mats[:, 1:] - eye).reshape(B, -1)
+    v_posed = v_shaped + (pose_feature @ posedirs).view(B, -1, 3)
+    posed_joints, transforms = rigid_transforms(rot_mats, joints, parents)
+    # Blend the joints' 3x4 transforms per vertex with one GEMM, then apply them.
+    per_vertex = (weights @ transforms[:, :, :3, :].reshape(B, -1, 12)).view(B, -1, 3, 4)
+    R, t = per_vertex[..., :3], per_vertex[..., 3]
+    verts = (
+        R[..., 0] * v_posed[..., 0:1] + R[..., 1] * v_posed[..., 1:2] + R[..., 2] * v_posed[..., 2:3] + t
+    )
+    return verts, posed_joints
