@@ -169,3 +169,14 @@ def test_mesh_landmarks_and_vertex_matrix_agree(synthetic_model_path):
     verts = model(shape=torch.randn(2, model.n_shape, generator=g)).vertices
     W = landmark_vertex_matrix(idx, bary, model.faces, model.num_vertices)
     torch.testing.assert_close(lmk.project(verts, model.faces), W @ verts)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_cuda_matches_cpu(synthetic_model_path):
+    model = flamefit.load_flame(synthetic_model_path, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    params = {"shape": torch.randn(4, model.n_shape, generator=g), "jaw_pose": 0.3 * torch.randn(4, 3, generator=g),
+              "eye_pose": 0.2 * torch.randn(4, 6, generator=g)}
+    cpu = model(**params).vertices
+    gpu = model.to("cuda")(**{k: v.cuda() for k, v in params.items()}).vertices
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-9, rtol=0)
