@@ -1,0 +1,137 @@
+"""High-level entry points: build a fitter from model files, fit an image, refit a texture.
+
+    from flamefit.fit import build_fitter, fit_image
+    fitter = build_fitter()                      # model files from flags/env/config (see `flamefit model info`)
+    result = fit_image("face.jpg", fitter)       # -> FitResult (original-image pixels)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flamefit.errors import ConfigError, ModelFileError
+from flamefit.fit.config import FitConfig
+from flamefit.fit.fitter import FitTarget, Fitter
+from flamefit.fit.result import FitResult, make_result
+
+NO_TEXTURE_SPACE = ("none", "free", "")
+
+
+def load_dense_correspondence(model):
+    """MediaPipe-478 positions on the mesh when flamefit can provide them for this model, else None."""
+    try:
+        from flamefit.model.correspondence import dense_correspondence
+    except ImportError:
+        return None
+    try:
+        return dense_correspondence(model)
+    except (ModelFileError, NotImplementedError, RuntimeError, OSError, ValueError):
+        return None  # e.g. no cache and no way to derive one here; the 68-point term still works
+
+
+def build_fitter(flame: str | os.PathLike | None = None, texture_space: str | os.PathLike | None = None,
+                 config: FitConfig | None = None, device: str | torch.device = "cpu",
+                 landmarks_static=None, landmarks_dynamic=None, dense: bool = True) -> Fitter:
+    """Load the FLAME model, the texture space ('none' = free albedo; None = resolved from
+    $FLAMEFIT_TEXTURE_SPACE/config, else free albedo), and the landmark embeddings, and build a :class:`Fitter`."""
+    from flamefit.model.files import resolve_asset
+    from flamefit.model.flame import load_flame
+    from flamefit.model.landmarks import load_ringnet_68
+    from flamefit.model.texture_space import load_texture_space
+
+    cfg = config or FitConfig()
+    model_path = resolve_asset("flame", flame)
+    model = load_flame(model_path, n_shape=_clip_n(model_path, "shape", cfg.n_shape),
+                       n_expr=_clip_n(model_path, "expr", cfg.n_expr), device=device)
+    ts = None
+    if texture_space is None or str(texture_space).lower() not in NO_TEXTURE_SPACE:
+        ts_path = resolve_asset("texture_space", texture_space, required=texture_space is not None)
+        if ts_path is not None and cfg.texture.mode != "free":
+            ts = load_texture_space(ts_path, n_components=cfg.texture.n_tex)
+    lmk68 = None
+    if resolve_asset("landmarks_static", landmarks_static, required=landmarks_static is not None) is not None:
+        lmk68 = load_ringnet_68(landmarks_static, landmarks_dynamic)
+    dense_lmk = load_dense_correspondence(model) if dense else None
+    if lmk68 is None and dense_lmk is None:
+        raise ModelFileError(
+            "no landmark embedding for the model: put RingNet's flame_static_embedding.pkl and "
+            "flame_dynamic_embedding.npy where flamefit finds them ($FLAMEFIT_LANDMARKS_STATIC / "
+            "$FLAMEFIT_LANDMARKS_DYNAMIC, or the data directory; see `flamefit model info`)"
+        )
+    return Fitter(model, texture_space=ts, landmarks68=lmk68, dense_landmarks=dense_lmk, config=cfg)
+
+
+def _clip_n(path, which: str, n: int) -> int:
+    # load only what is fitted (less memory traffic per iteration); the file decides the maximum
+    from flamefit.model.flame_file import read_flame_file
+
+    data = read_flame_file(path)
+    return min(n, data.n_shape_total if which == "shape" else data.n_expr_total)
+
+
+def target_from_input(image_or_obs, name: str | None = None) -> FitTarget:
+    """A FitTarget from a path/array (detects landmarks and the skin mask) or an Observation."""
+    if isinstance(image_or_obs, FitTarget):
+        return image_or_obs
+    if hasattr(image_or_obs, "lmks_dense") and hasattr(image_or_obs, "image"):
+        return FitTarget.from_observation(image_or_obs, name=name or getattr(image_or_obs, "source", ""))
+    from flamefit.observe import observe
+
+    src = str(image_or_obs) if isinstance(image_or_obs, (str, os.PathLike)) else (name or "<image>")
+    obs = observe(image_or_obs, source=src)
+    stem = Path(src).stem if isinstance(image_or_obs, (str, os.PathLike)) else (name or "image")
+    return FitTarget.from_observation(obs, name=stem)
+
+
+def fit_image(image_or_obs, fitter: Fitter | None = None, callback=None, **build_kwargs) -> FitResult:
+    """Fit one image (path, (H,W,3) array, Observation or FitTarget) -> FitResult."""
+    fitter = fitter or build_fitter(**build_kwargs)
+    target = target_from_input(image_or_obs)
+    raw = fitter.fit(target, callback=callback)
+    return make_result(fitter, raw)
+
+
+def fit_texture(fit_npz: str | os.PathLike, image_or_obs, fitter: Fitter | None = None, callback=None,
+                **build_kwargs) -> FitResult:
+    """Keep the geometry and camera of a saved fit (``NAME.npz``) and fit only the texture (code, offset) and
+    light to ``image`` (which must have the size the fit was made for)."""
+    from flamefit.fit.landmarks import model_landmarks_68, project_points
+    from flamefit.io.results import load_result_params
+
+    fitter = fitter or build_fitter(**build_kwargs)
+    params, size = load_result_params(fit_npz, device=fitter.device, dtype=fitter.dtype)
+    if isinstance(image_or_obs, FitTarget):
+        target = image_or_obs
+    elif hasattr(image_or_obs, "image"):
+        target = FitTarget.from_observation(image_or_obs)
+    else:
+        from flamefit.observe import load_image
+
+        path = Path(image_or_obs)
+        target = FitTarget(image=load_image(path), name=path.stem)
+        try:
+            target = target_from_input(path)
+        except Exception:  # noqa: BLE001 - no detection needed: the saved fit gives the landmarks
+            pass
+    H, W = target.image.shape[:2]
+    if size is not None and tuple(size) != (H, W):
+        raise ConfigError(f"{fit_npz} was fitted on a {size[1]}x{size[0]} image, this one is {W}x{H}; "
+                          "pass the same image (or one of the same size and framing)")
+    with torch.no_grad():
+        verts, _ = fitter.vertices(params)
+        pts = fitter.model_points(params, verts)
+        key = "68" if "68" in pts else "dense"
+        proj = project_points(fitter.to_camera(params, pts[key]), params.intrinsics())[0].cpu().numpy()
+        if key == "68":
+            proj = project_points(fitter.to_camera(params, model_landmarks_68(
+                fitter.landmarks68, verts, fitter.faces, params.global_pose, params.neck_pose)),
+                params.intrinsics())[0].cpu().numpy()
+    target.lmks_68 = proj.astype(np.float64) if key == "68" else target.lmks_68
+    if key == "dense":
+        target.lmks_dense = proj.astype(np.float64)
+    raw = fitter.fit(target, init=params, stages=("texture",), callback=callback)
+    return make_result(fitter, raw)

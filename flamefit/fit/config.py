@@ -1,0 +1,242 @@
+"""The fitter's configuration: one dataclass tree with documented defaults.
+
+Load with :func:`load_config` (TOML or YAML file, then ``key.sub=value`` overrides as given by ``--set``) and save
+the config actually used with :func:`save_config` next to the results. Unknown keys are an error (a typo must not
+silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flamefit.errors import ConfigError
+
+
+@dataclass
+class StageConfig:
+    """One optimisation stage: Adam iterations and learning rate (0 iterations skips the stage)."""
+
+    iters: int = 100
+    lr: float = 0.01
+
+
+@dataclass
+class InitConfig:
+    """Initialisation without a network: PnP for the camera, damped linear least squares for shape/expression."""
+
+    n_shape: int = 50  # identity components solved linearly from landmarks
+    n_expr: int = 30  # expression components solved linearly
+    damping_shape: float = 1e-2  # Tikhonov weight on shape (landmark residuals in units of the crop side)
+    damping_expr: float = 1e-2
+    gauss_newton_iters: int = 3  # PnP <-> linear-solve alternations
+
+
+@dataclass
+class CameraConfig:
+    """Intrinsics. Single images barely constrain focal length, so by default it is fixed from a field of view."""
+
+    fov_deg: float = 20.0  # horizontal-or-vertical (longest image side) field of view of the ORIGINAL image
+    focal_px: float | None = None  # explicit focal of the original image (overrides fov_deg)
+    optimize_focal: bool = False
+
+
+@dataclass
+class WeightsConfig:
+    """Loss weights. Landmark errors are measured in units of the crop size (fraction of the fitted image)."""
+
+    lmk68: float = 100.0
+    lmk68_contour: float = 0.3  # factor on the jaw-contour points 0..16 (ambiguous in non-frontal views)
+    lmk_dense: float = 100.0  # MediaPipe 478 points, when a correspondence is available
+    photo: float = 2.0  # robust photometric term on the skin mask
+    eye_closure: float = 50.0  # upper-lower eyelid distance matches the detected one
+    lip_distance: float = 50.0  # upper-lower lip distance matches the detected one
+    shape_prior: float = 2e-5  # sum of squared coefficients (sd units)
+    expr_prior: float = 2e-5
+    jaw_prior: float = 1e-3
+    neck_prior: float = 1e-3
+    eye_pose_prior: float = 1e-3
+    tex_prior: float = 1e-4
+    light_prior: float = 1e-4  # keeps non-DC SH small
+    tex_offset_l2: float = 0.05
+    tex_offset_smooth: float = 2.0
+    tex_offset_symmetry: float = 0.2  # left-right symmetry of the offset/free albedo
+
+
+@dataclass
+class TextureConfig:
+    """Appearance model. mode: 'auto' (texture space when one is given, else free albedo), 'pca', 'free'."""
+
+    mode: str = "auto"
+    n_tex: int = 50  # PCA components used (clipped to what the file has)
+    free_resolution: int = 128  # texels per side of the free albedo / offset map
+    fit_resolution: int = 128  # texture-space maps are resampled to this while fitting (0: keep); output is full
+    skin_rgb: tuple[float, float, float] = (0.78, 0.60, 0.50)  # free-albedo initial colour (RGB 0..1)
+    light: str = "sh9x3"  # 'sh9' (shared by the channels) or 'sh9x3'
+    offset: bool = True  # per-texel offset stage after the PCA fit
+
+
+@dataclass
+class FitConfig:
+    """Single-image fitting. Stages run rigid -> landmarks -> photometric -> offset (texel offset on)."""
+
+    resolution: int = 224  # internal square fitting resolution (pixels)
+    crop_scale: float = 1.7  # crop side = crop_scale * landmark bounding-box side
+    n_shape: int = 100  # identity components optimised
+    n_expr: int = 50  # expression components optimised
+    robust_scale: float = 0.1  # photometric Geman-McClure/Cauchy scale (RGB units)
+    rigid: StageConfig = field(default_factory=lambda: StageConfig(iters=40, lr=0.02))
+    landmarks: StageConfig = field(default_factory=lambda: StageConfig(iters=120, lr=0.02))
+    photometric: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.025))
+    offset: StageConfig = field(default_factory=lambda: StageConfig(iters=40, lr=0.01))
+    texture_only: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.01))  # fit-texture
+    init: InitConfig = field(default_factory=InitConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    texture: TextureConfig = field(default_factory=TextureConfig)
+    seed: int = 0
+
+
+# -- loading / overriding / saving -----------------------------------------------------------------------------
+
+def config_to_dict(cfg) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a parsed value to the field's declared type (tolerating int for float, lists for tuples)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key `{key}`: {value!r} does not fit type {annotation}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or (args and args[-1] is not Ellipsis and len(value) != len(args)):
+            raise ConfigError(f"config key `{key}`: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, args[0] if args else Any, key) for v in value)
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads "1e-6" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation is bool and isinstance(value, bool):
+        return value
+    if annotation is str and isinstance(value, str):
+        return value
+    if annotation is Any:
+        return value
+    raise ConfigError(f"config key `{key}`: {value!r} is not a {getattr(annotation, '__name__', annotation)}")
+
+
+def apply_dict(cfg, data: dict[str, Any], prefix: str = ""):
+    """Return a copy of dataclass ``cfg`` with the nested ``data`` applied (unknown keys -> ConfigError)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section `{prefix or '<root>'}` must be a table/mapping, got {data!r}")
+    hints = typing.get_type_hints(type(cfg))
+    names = {f.name for f in dataclasses.fields(cfg)}
+    updates = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key `{full}`; known keys here: {sorted(names)}")
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):
+            updates[key] = apply_dict(current, value, prefix=f"{full}.")
+        else:
+            updates[key] = _coerce(value, hints[key], full)
+    return dataclasses.replace(cfg, **updates)
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"weights.photo=3"`` -> ``{"weights": {"photo": 3}}`` (values parsed as YAML scalars/lists)."""
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(f"override `{text}` must look like key.sub=value (e.g. landmarks.iters=50)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override `{text}`: cannot parse value ({exc})") from exc
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing .toml/.yaml file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear message
+        raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+    # A saved fit config may be wrapped as {"fit": {...}}; accept both.
+    if isinstance(data, dict) and set(data) == {"fit"}:
+        data = data["fit"]
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> FitConfig:
+    """Defaults, then the file (TOML/YAML/JSON), then ``key=value`` overrides, in that order."""
+    cfg = FitConfig()
+    if path is not None:
+        cfg = apply_dict(cfg, read_config_file(path))
+    for text in overrides:
+        cfg = apply_dict(cfg, parse_override(text))
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: FitConfig) -> None:
+    if cfg.resolution < 32:
+        raise ConfigError(f"resolution={cfg.resolution} is too small; use >= 64 (224 or 256 recommended)")
+    if cfg.texture.mode not in ("auto", "pca", "free"):
+        raise ConfigError(f"texture.mode must be 'auto', 'pca' or 'free', not {cfg.texture.mode!r}")
+    if cfg.texture.light not in ("sh9", "sh9x3"):
+        raise ConfigError(f"texture.light must be 'sh9' or 'sh9x3', not {cfg.texture.light!r}")
+    for name in ("rigid", "landmarks", "photometric", "offset", "texture_only"):
+        stage = getattr(cfg, name)
+        if stage.iters < 0 or stage.lr <= 0:
+            raise ConfigError(f"{name}: iters must be >= 0 and lr > 0 (got {stage.iters}, {stage.lr})")
+
+
+def save_config(cfg: FitConfig, path: str | Path) -> Path:
+    """Write the config as YAML (readable back with :func:`load_config`)."""
+    import yaml
+
+    path = Path(path)
+    data = json.loads(json.dumps(config_to_dict(cfg)))  # tuples -> lists
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path

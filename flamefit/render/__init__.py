@@ -1,0 +1,67 @@
+"""Differentiable mesh rendering in plain PyTorch (CPU and CUDA from one code path, no compiled extension).
+
+Orthogonal, batched primitives in the spirit of nvdiffrast:
+
+* cameras (``camera.py``): :class:`PerspectiveCamera` (pixel K, OpenCV R, t), :class:`OrthographicCamera`
+  (weak perspective), OpenCV <-> OpenGL conversions, ``look_at``, ``camera_from_fov``;
+* :func:`rasterize` (``rasterize.py``): pixels -> :class:`Fragments` (triangle id, differentiable barycentrics
+  and depth); numba z-buffer on CPU, pure torch elsewhere;
+* :func:`interpolate`, :func:`interpolate_uv` (``interpolate.py``): per-vertex attributes -> images;
+* :func:`texture` (``texture.py``): bilinear UV lookup (u right, v up);
+* :func:`vertex_normals`, :func:`sh_basis`, :func:`sh_shading` (``shade.py``): DECA-convention SH lighting;
+* :func:`antialias`, :func:`soft_mask` (``antialias.py``): silhouette gradients by edge blending;
+* :func:`vertex_visibility` (``visibility.py``): per-vertex visibility;
+* :func:`render_mesh` (``mesh_renderer.py``): all of the above composed -> :class:`RenderOutput`.
+
+Knows triangles and cameras, nothing about faces. Conventions: see each module's docstring and
+docs/ARCHITECTURE.md.
+"""
+
+from flamefit.render.antialias import antialias, edge_neighbours, silhouette_pairs, soft_mask
+from flamefit.render.camera import (
+    OrthographicCamera,
+    PerspectiveCamera,
+    camera_from_fov,
+    extrinsics_to_matrix,
+    intrinsics_from_opencv,
+    intrinsics_to_opengl_projection,
+    look_at,
+    opencv_to_opengl_extrinsics,
+    opengl_to_opencv_extrinsics,
+)
+from flamefit.render.interpolate import interpolate, interpolate_uv
+from flamefit.render.mesh_renderer import RenderOutput, render_mesh
+from flamefit.render.rasterize import Fragments, rasterize
+from flamefit.render.shade import SH_CONSTANTS, face_normals, sh_basis, sh_shading, vertex_normals
+from flamefit.render.texture import texture, texture_packed
+from flamefit.render.visibility import vertex_visibility
+
+__all__ = [
+    "SH_CONSTANTS",
+    "Fragments",
+    "OrthographicCamera",
+    "PerspectiveCamera",
+    "RenderOutput",
+    "antialias",
+    "camera_from_fov",
+    "edge_neighbours",
+    "extrinsics_to_matrix",
+    "face_normals",
+    "interpolate",
+    "interpolate_uv",
+    "intrinsics_from_opencv",
+    "intrinsics_to_opengl_projection",
+    "look_at",
+    "opencv_to_opengl_extrinsics",
+    "opengl_to_opencv_extrinsics",
+    "rasterize",
+    "render_mesh",
+    "sh_basis",
+    "sh_shading",
+    "silhouette_pairs",
+    "soft_mask",
+    "texture",
+    "texture_packed",
+    "vertex_normals",
+    "vertex_visibility",
+]

@@ -1,0 +1,357 @@
+"""Per-pixel hot paths as torch autograd Functions with hand-written backward passes.
+
+Plain torch (so they run on any device). Written by hand because autograd's generic graph for these few lines
+spends most of its time in slice/stack backward copies, zero fills and reductions over tiny axes, not in
+arithmetic. Layout: per-pixel quantities are "structure of arrays", (K, N) with N = covered pixels, so every
+elementwise op runs on contiguous rows and no reduction runs over a size-3 axis. Each Function does one gather
+in the forward and one scatter-add in the backward. First-order gradients only (checked against finite
+differences in tests/render).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.autograd.function import once_differentiable
+
+# the SH constants of shade.py (defined here so that shade.py can import this module)
+SH_CONSTANTS = (
+    1.0 / math.sqrt(4 * math.pi),
+    (2 * math.pi / 3) * math.sqrt(3 / (4 * math.pi)),
+    (math.pi / 4) * 3 * math.sqrt(5 / (12 * math.pi)),
+    (math.pi / 4) * (3 / 2) * math.sqrt(5 / (12 * math.pi)),
+    (math.pi / 4) * (1 / 2) * math.sqrt(5 / (4 * math.pi)),
+)
+
+
+def corner_index(faces: torch.Tensor, batch: int, num_verts: int) -> torch.Tensor:
+    """(F,3) faces -> (3, B*F) flat vertex index (into B*V) of corner k of every face of every image."""
+    idx = faces.t().unsqueeze(1) + (torch.arange(batch, device=faces.device) * num_verts).view(1, -1, 1)
+    return idx.reshape(3, batch * faces.shape[0])
+
+
+def _gather_corners(verts: torch.Tensor, cidx: torch.Tensor) -> torch.Tensor:
+    """verts (B,V,3), cidx (3,M) -> (3 coords, 3 corners, M) contiguous."""
+    vt = verts.reshape(-1, 3).t()  # (3, B*V) strided view; index_select copes
+    return vt.index_select(1, cidx.reshape(-1)).view(3, 3, cidx.shape[1])
+
+
+def _scatter_corners(g: torch.Tensor, cidx: torch.Tensor, shape) -> torch.Tensor:
+    """Adjoint of :func:`_gather_corners`: g (3,3,M) -> (B,V,3)."""
+    B, V, _ = shape
+    out = g.new_zeros(3, B * V).index_add_(1, cidx.reshape(-1), g.reshape(3, -1))
+    return out.t().reshape(B, V, 3)
+
+
+class RasterBary(torch.autograd.Function):
+    """Barycentrics and depth of covered pixels, differentiable w.r.t. the screen-space vertices.
+
+    Per face (M = B*F): b_i(p) = A_i (px - x0) + B_i (py - y0) + [i == 0], with A = (y1-y2, y2-y0, y0-y1)/area,
+    B = (x2-x1, x0-x2, x1-x0)/area, so relative to corner 0 and accurate in float32; w_i = 1/z_i (perspective:
+    bary = b w / sum(b w), depth = 1 / sum(b w)) or z_i (linear: bary = b, depth = sum(b z)).
+    Inputs: verts (B,V,3), cidx (3,M) corner vertex indices, gidx (N,) face (column) of each pixel, pxc, pyc (N,)
+    pixel centres. Returns bary (3,N), depth (N,).
+    """
+
+    @staticmethod
+    def forward(ctx, verts, cidx, gidx, pxc, pyc, perspective: bool):
+        corners = _gather_corners(verts, cidx)
+        X, Y, Z = corners[0], corners[1], corners[2]  # (3,M) each: rows = corners
+        a = torch.stack([Y[1] - Y[2], Y[2] - Y[0], Y[0] - Y[1]])  # d area / d x_i
+        bb = torch.stack([X[2] - X[1], X[0] - X[2], X[1] - X[0]])  # d area / d y_i
+        area = (X[1] - X[0]) * (Y[2] - Y[0]) - (Y[1] - Y[0]) * (X[2] - X[0])
+        # degenerate faces never cover pixels; keep their (unused) coefficients finite
+        ia = 1.0 / torch.where(area == 0, torch.ones_like(area), area)
+        coef = corners.new_empty(11, corners.shape[2])
+        torch.mul(a, ia, out=coef[0:3])
+        torch.mul(bb, ia, out=coef[3:6])
+        coef[6] = X[0]
+        coef[7] = Y[0]
+        if perspective:
+            torch.reciprocal(Z, out=coef[8:11])
+        else:
+            coef[8:11] = Z
+        c = coef.index_select(1, gidx)
+        dx = pxc - c[6]
+        dy = pyc - c[7]
+        b = c[0:3] * dx
+        b += c[3:6] * dy
+        b[0] += 1.0
+        q = b * c[8:11]
+        if perspective:
+            depth = 1.0 / (q[0] + q[1] + q[2])
+            bary = q * depth
+        else:
+            bary = b
+            depth = q[0] + q[1] + q[2]
+        ctx.save_for_backward(c, dx, dy, b, bary, depth, gidx, cidx, a, bb, ia, coef[8:11])
+        ctx.perspective = perspective
+        ctx.shape = verts.shape
+        return bary, depth
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_bary, g_depth):
+        c, dx, dy, b, bary, depth, gidx, cidx, a, bb, ia, wf = ctx.saved_tensors
+        w = c[8:11]
+        g_bary = torch.zeros_like(bary) if g_bary is None else g_bary.contiguous()
+        g_depth = torch.zeros_like(depth) if g_depth is None else g_depth.contiguous()
+        # per pixel -> per-pixel coefficient gradient gc (11,N)
+        gc = torch.empty_like(c)
+        if ctx.perspective:
+            gb = g_bary * bary
+            dot = gb[0] + gb[1] + gb[2] + g_depth * depth
+            g_q = (g_bary - dot) * depth
+            torch.mul(g_q, b, out=gc[8:11])
+            g_b = g_q * w
+        else:
+            torch.mul(b, g_depth, out=gc[8:11])
+            g_b = g_bary + w * g_depth
+        torch.mul(g_b, dx, out=gc[0:3])
+        torch.mul(g_b, dy, out=gc[3:6])
+        t = g_b * c[0:3]
+        torch.neg(t[0] + t[1] + t[2], out=gc[6])
+        t = g_b * c[3:6]
+        torch.neg(t[0] + t[1] + t[2], out=gc[7])
+        M = ia.shape[0]
+        gcoef = c.new_zeros(11, M).index_add_(1, gidx, gc)
+        # per face -> corners: coef[0:3] = a * ia, coef[3:6] = bb * ia, ia = 1 / area
+        gA, gB = gcoef[0:3], gcoef[3:6]
+        t = gA * a + gB * bb
+        g_area = -(t[0] + t[1] + t[2]) * ia * ia
+        gX = a * g_area  # d area / d x_i = a_i
+        gY = bb * g_area  # d area / d y_i = bb_i
+        gAi = gA * ia
+        gBi = gB * ia
+        # a = (y1-y2, y2-y0, y0-y1), bb = (x2-x1, x0-x2, x1-x0)
+        gY[0] += gAi[2] - gAi[1]
+        gY[1] += gAi[0] - gAi[2]
+        gY[2] += gAi[1] - gAi[0]
+        gX[0] += gBi[1] - gBi[2]
+        gX[1] += gBi[2] - gBi[0]
+        gX[2] += gBi[0] - gBi[1]
+        gX[0] += gcoef[6]
+        gY[0] += gcoef[7]
+        gZ = -gcoef[8:11] * wf * wf if ctx.perspective else gcoef[8:11]
+        g_verts = _scatter_corners(torch.stack([gX, gY, gZ]), cidx, ctx.shape)
+        return g_verts, None, None, None, None, None
+
+
+class VertexNormals(torch.autograd.Function):
+    """Area-weighted unit vertex normals, returned as (3, B*V) (structure of arrays).
+
+    Inputs: verts (B,V,3), cidx (3, B*F) corner vertex indices. Zero for vertices without faces.
+    """
+
+    @staticmethod
+    def forward(ctx, verts, cidx):
+        B, V, _ = verts.shape
+        P = _gather_corners(verts, cidx)  # (3 coords, 3 corners, M)
+        e1 = P[:, 1] - P[:, 0]
+        e2 = P[:, 2] - P[:, 0]
+        fn = torch.stack([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2],
+                          e1[0] * e2[1] - e1[1] * e2[0]])  # (3,M), |fn| = 2 area
+        flat = cidx.reshape(-1)
+        vn = fn.new_zeros(3, B * V).index_add_(1, flat, fn.repeat(1, 3))
+        sq = vn * vn
+        inv = torch.rsqrt((sq[0] + sq[1] + sq[2]).clamp_min(1e-40))
+        n = vn * inv
+        ctx.save_for_backward(e1, e2, n, inv, cidx)
+        ctx.shape = verts.shape
+        return n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_n):
+        e1, e2, n, inv, cidx = ctx.saved_tensors
+        g_n = g_n.contiguous()
+        t = g_n * n
+        g_vn = (g_n - n * (t[0] + t[1] + t[2])) * inv
+        M = e1.shape[1]
+        G = g_vn.index_select(1, cidx.reshape(-1)).view(3, 3, M)
+        g_fn = G[:, 0] + G[:, 1] + G[:, 2]  # sum over the 3 corners
+        # fn = e1 x e2: g_e1 = e2 x g_fn, g_e2 = g_fn x e1
+        g_e1 = torch.stack([e2[1] * g_fn[2] - e2[2] * g_fn[1], e2[2] * g_fn[0] - e2[0] * g_fn[2],
+                            e2[0] * g_fn[1] - e2[1] * g_fn[0]])
+        g_e2 = torch.stack([g_fn[1] * e1[2] - g_fn[2] * e1[1], g_fn[2] * e1[0] - g_fn[0] * e1[2],
+                            g_fn[0] * e1[1] - g_fn[1] * e1[0]])
+        g_corners = torch.stack([-(g_e1 + g_e2), g_e1, g_e2], 1)  # (3 coords, 3 corners, M)
+        return _scatter_corners(g_corners, cidx, ctx.shape), None
+
+
+class Interpolate(torch.autograd.Function):
+    """out (C,N) = sum_k bary[k] * attr_t[:, vidx[k]] for attr_t (C,M), vidx (3,N), bary (3,N)."""
+
+    @staticmethod
+    def forward(ctx, attr_t, vidx, bary):
+        N = vidx.shape[1]
+        flat_idx = vidx.reshape(-1)
+        vals = attr_t.index_select(1, flat_idx).view(attr_t.shape[0], 3, N)
+        out = vals[:, 0] * bary[0]
+        out += vals[:, 1] * bary[1]
+        out += vals[:, 2] * bary[2]
+        ctx.save_for_backward(vals, flat_idx, bary)
+        ctx.num_cols = attr_t.shape[1]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        vals, flat_idx, bary = ctx.saved_tensors
+        g_attr = g_bary = None
+        g_out = g_out.contiguous()
+        if ctx.needs_input_grad[0]:
+            g_vals = g_out.unsqueeze(1) * bary  # (C,3,N)
+            g_attr = g_out.new_zeros(g_out.shape[0], ctx.num_cols).index_add_(
+                1, flat_idx, g_vals.view(g_out.shape[0], -1))
+        if ctx.needs_input_grad[2]:
+            g_bary = (vals * g_out.unsqueeze(1)).sum(0)  # reduction over the outer axis: contiguous
+        return g_attr, None, g_bary
+
+
+def sh_basis_t(n: torch.Tensor) -> torch.Tensor:
+    """Unit normals (3,N) -> SH basis (9,N) (constants of shade.py)."""
+    c0, c1, c2, c3, c4 = SH_CONSTANTS
+    x, y, z = n[0], n[1], n[2]
+    out = n.new_empty(9, n.shape[1])
+    out[0] = c0
+    torch.mul(n, c1, out=out[1:4])
+    torch.mul(x * y, c2, out=out[4])
+    torch.mul(x * z, c2, out=out[5])
+    torch.mul(y * z, c2, out=out[6])
+    torch.mul(x * x - y * y, c3, out=out[7])
+    torch.mul(3.0 * z * z - 1.0, c4, out=out[8])
+    return out
+
+
+class SHShading(torch.autograd.Function):
+    """Irradiance (C,N) for unit normals (3,N) whose pixels are grouped by image (``counts`` pixels per image)
+    with lighting ``sh`` (B,9,C) (B = 1: shared)."""
+
+    @staticmethod
+    def forward(ctx, normals, sh, counts: list[int]):
+        basis = sh_basis_t(normals)
+        if sh.shape[0] == 1:
+            out = sh[0].t() @ basis
+        else:
+            out = torch.cat([sh[b].t() @ part for b, part in enumerate(torch.split(basis, counts, dim=1))], 1)
+        ctx.save_for_backward(normals, basis, sh)
+        ctx.counts = counts
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        normals, basis, sh = ctx.saved_tensors
+        g_normals = g_sh = g_basis = None
+        g_out = g_out.contiguous()
+        if sh.shape[0] == 1:
+            if ctx.needs_input_grad[0]:
+                g_basis = sh[0] @ g_out
+            if ctx.needs_input_grad[1]:
+                g_sh = (basis @ g_out.t()).unsqueeze(0)
+        else:
+            g_parts = torch.split(g_out, ctx.counts, dim=1)
+            if ctx.needs_input_grad[0]:
+                g_basis = torch.cat([sh[b] @ gp for b, gp in enumerate(g_parts)], 1)
+            if ctx.needs_input_grad[1]:
+                b_parts = torch.split(basis, ctx.counts, dim=1)
+                g_sh = torch.stack([bp @ gp.t() for bp, gp in zip(b_parts, g_parts, strict=True)], 0)
+        if ctx.needs_input_grad[0]:
+            _, c1, c2, c3, c4 = SH_CONSTANTS
+            x, y, z = normals[0], normals[1], normals[2]
+            g = g_basis
+            g_normals = torch.empty_like(normals)
+            g_normals[0] = c1 * g[1] + c2 * (y * g[4] + z * g[5]) + (2 * c3) * x * g[7]
+            g_normals[1] = c1 * g[2] + c2 * (x * g[4] + z * g[6]) - (2 * c3) * y * g[7]
+            g_normals[2] = c1 * g[3] + c2 * (x * g[5] + y * g[6]) + (6 * c4) * z * g[8]
+        return g_normals, g_sh, None
+
+
+class Unpack(torch.autograd.Function):
+    """Packed values (C,N) at flat pixels ``pix`` (N,) over ``base`` (P,C) -> image rows (P,C)."""
+
+    @staticmethod
+    def forward(ctx, values, pix, base):
+        out = base.clone(memory_format=torch.contiguous_format)
+        out.index_put_((pix,), values.t())
+        ctx.save_for_backward(pix)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        (pix,) = ctx.saved_tensors
+        g_values = g_base = None
+        if ctx.needs_input_grad[0]:
+            g_values = g_out.index_select(0, pix).t()
+        if ctx.needs_input_grad[2]:
+            g_base = g_out.clone()
+            g_base[pix] = 0
+        return g_values, None, g_base
+
+
+class EdgeBlend(torch.autograd.Function):
+    """Silhouette blending of ``antialias`` (see antialias.py) on flat image rows ``color`` (P,C).
+
+    ``front``/``back`` (K,) pixel rows of each pair, ``va``/``vb`` (K,) rows of ``verts`` (B*V,3) of the
+    crossing edge, ``horizontal`` (K,) bool, ``u_front``/``s_front`` (K,) the front pixel centre along / across
+    the pair's axis, ``dirn`` (K,) +1 or -1 from front towards back along the axis.
+    """
+
+    @staticmethod
+    def forward(ctx, color, verts, front, back, va, vb, horizontal, u_front, s_front, dirn):
+        pa = verts.index_select(0, va)
+        pb = verts.index_select(0, vb)
+        h = horizontal
+        ua = torch.where(h, pa[:, 0], pa[:, 1])
+        sa = torch.where(h, pa[:, 1], pa[:, 0])
+        ub = torch.where(h, pb[:, 0], pb[:, 1])
+        sb = torch.where(h, pb[:, 1], pb[:, 0])
+        den = sb - sa
+        den = torch.where(den == 0, torch.full_like(den, 1e-12), den)  # pairs are selected with den != 0
+        r = (s_front - sa) / den
+        t = (ua + r * (ub - ua) - u_front) * dirn
+        inside = (t >= 0) & (t <= 1)
+        t = t.clamp(0.0, 1.0)
+        w_back = (t - 0.5).clamp_min(0.0).to(color.dtype).unsqueeze(1)
+        w_front = (0.5 - t).clamp_min(0.0).to(color.dtype).unsqueeze(1)
+        cf = color.index_select(0, front)
+        cb = color.index_select(0, back)
+        diff = cf - cb
+        out = color.clone()
+        out.index_add_(0, back, diff * w_back)
+        out.index_add_(0, front, diff * -w_front)
+        ctx.save_for_backward(front, back, va, vb, horizontal, dirn, r, den, ua, ub, inside, t, w_back, w_front,
+                              diff)
+        ctx.num_verts = verts.shape[0]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        front, back, va, vb, h, dirn, r, den, ua, ub, inside, t, w_back, w_front, diff = ctx.saved_tensors
+        g_out = g_out.contiguous()
+        gb = g_out.index_select(0, back)
+        gf = g_out.index_select(0, front)
+        g_color = g_verts = None
+        if ctx.needs_input_grad[0]:
+            g_cf = gb * w_back - gf * w_front
+            g_color = g_out.clone()
+            g_color.index_add_(0, front, g_cf)
+            g_color.index_add_(0, back, -g_cf)
+        if ctx.needs_input_grad[1]:
+            sel = torch.where((t > 0.5).unsqueeze(1), gb, gf)
+            g_t = (sel * diff).sum(1).to(r.dtype) * inside.to(r.dtype) * dirn
+            # t = (ua + r (ub - ua) - u_front) dirn, r = (s_front - sa) / (sb - sa)
+            g_ua = g_t * (1.0 - r)
+            g_ub = g_t * r
+            k = g_t * (ub - ua) / den
+            g_sa = k * (r - 1.0)
+            g_sb = -k * r
+            zero = torch.zeros_like(g_t)
+            g_pa = torch.stack([torch.where(h, g_ua, g_sa), torch.where(h, g_sa, g_ua), zero], 1)
+            g_pb = torch.stack([torch.where(h, g_ub, g_sb), torch.where(h, g_sb, g_ub), zero], 1)
+            g_verts = g_pa.new_zeros(ctx.num_verts, 3).index_add_(0, va, g_pa).index_add_(0, vb, g_pb)
+        return g_color, g_verts, None, None, None, None, None, None, None, None

@@ -1,0 +1,151 @@
+"""``render_mesh``: the primitives composed into the usual analysis-by-synthesis renderer.
+
+    out = render_mesh(verts_world, faces, camera, albedo=..., sh=..., background=...)
+    loss = ((out.rgb - image) * out.alpha).abs().mean()
+
+Pipeline: camera transform/projection -> :func:`rasterize` (perspective-correct for a perspective camera) ->
+per-pixel albedo (per-vertex colours, or a UV texture ``(tex, vt, ft)``) and camera-frame normals on the covered
+pixels only -> ``albedo * sh_shading(normal, sh)`` (no shading when ``sh`` is None) -> composite over the
+background -> :func:`antialias` on colour and alpha together (silhouette gradients).
+
+All images are channels-last (B,H,W,C) float tensors: ``rgb`` (B,H,W,3), ``alpha`` (B,H,W,1) (anti-aliased
+coverage when ``antialias=True``), ``depth`` (B,H,W,1) camera z in metres (0 on background), ``normals``
+(B,H,W,3) unit camera-frame (OpenCV) normals (0 on background), ``uv`` (B,H,W,2) or None without a texture;
+``mask`` (B,H,W) bool and ``tri_id`` (B,H,W) int64 (-1 background) are the hard rasterization;
+``vertex_visible`` (B,V) bool. ``depth``, ``normals``, ``uv`` and ``vertex_visible`` are built on first access.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from flamefit.render.antialias import antialias as _antialias
+from flamefit.render.interpolate import interpolate_cols, interpolate_t
+from flamefit.render.rasterize import Fragments, rasterize
+from flamefit.render.shade import sh_shading_packed, vertex_normals_t
+from flamefit.render.texture import texture_packed
+from flamefit.render.visibility import vertex_visibility
+
+
+@dataclass
+class RenderOutput:
+    """Render products (see module doc). ``frags`` and ``verts_px`` (B,V,3) are kept for further use."""
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor
+    frags: Fragments
+    verts_px: torch.Tensor
+    faces: torch.Tensor
+    _normals_raw: torch.Tensor | None = None
+    _uv_t: torch.Tensor | None = None
+    _verts_cam: torch.Tensor | None = None
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.frags.mask
+
+    @property
+    def tri_id(self) -> torch.Tensor:
+        return self.frags.tri_id
+
+    @functools.cached_property
+    def depth(self) -> torch.Tensor:
+        return self.frags.unpack_t(self.frags.pix_depth.unsqueeze(0))
+
+    @functools.cached_property
+    def normals(self) -> torch.Tensor:
+        n = self._normals_raw
+        if n is None:
+            n = interpolate_cols(vertex_normals_t(self._verts_cam, self.faces), self.faces, self.frags, batched=True)
+        return self.frags.unpack_t(_normalize_t(n))
+
+    @functools.cached_property
+    def uv(self) -> torch.Tensor | None:
+        return None if self._uv_t is None else self.frags.unpack_t(self._uv_t)
+
+    @functools.cached_property
+    def vertex_visible(self) -> torch.Tensor:
+        return vertex_visibility(self.frags, self.faces, self.verts_px.shape[1], self.verts_px)
+
+
+def _background_rgba(background, B: int, H: int, W: int, like: torch.Tensor) -> torch.Tensor | float:
+    """Background as something broadcastable to (B,H,W,4) with alpha 0."""
+    if background is None:
+        return 0.0
+    bg = torch.as_tensor(background, dtype=like.dtype, device=like.device)
+    if bg.dim() == 1:  # (3,) colour
+        bg = bg.view(1, 1, 1, -1)
+    elif bg.dim() == 2:  # (B,3) colour per image
+        bg = bg.view(bg.shape[0], 1, 1, -1)
+    elif bg.dim() != 4:
+        raise ValueError(f"background must be (3,), (B,3) or (B,H,W,3), got {tuple(bg.shape)}")
+    return torch.cat([bg, bg.new_zeros(bg.shape[:-1] + (1,))], -1)
+
+
+def render_mesh(verts_world: torch.Tensor, faces: torch.Tensor, camera, *, albedo: torch.Tensor | None = None,
+                texture: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                sh: torch.Tensor | None = None, background=None, antialias: bool = True,
+                texture_mode: str = "clamp", backend: str = "auto") -> RenderOutput:
+    """Render a batch of meshes.
+
+    Args:
+        verts_world: (B,V,3) metres.
+        faces: (F,3) int64.
+        camera: :class:`PerspectiveCamera` or :class:`OrthographicCamera` (its height/width set the image size).
+        albedo: per-vertex colours (B,V,3) or (V,3), 0..1; white when neither albedo nor texture is given.
+        texture: ``(tex (B,Ht,Wt,3) or (Ht,Wt,3), vt (T,2), ft (F,3))``, UV convention of ``texture.py``.
+        sh: lighting, (B,9) or (B,9,3) (see ``shade.py``); None = unlit (rgb = albedo).
+        background: None (black), a colour (3,) or (B,3), or an image (B,H,W,3).
+        antialias: blend across silhouettes (gives gradients at the contour).
+        texture_mode: 'clamp' or 'wrap'.
+        backend: 'auto', 'numba' or 'torch' for the non-differentiable passes.
+    """
+    if albedo is not None and texture is not None:
+        raise ValueError("give either albedo (per-vertex colours) or texture=(tex, vt, ft), not both")
+    B, V, _ = verts_world.shape
+    H, W = camera.height, camera.width
+    faces = faces.to(device=verts_world.device, dtype=torch.int64)
+    verts_cam = camera.transform(verts_world)
+    verts_px = camera.project_camera_points(verts_cam)
+    frags = rasterize(verts_px, faces, H, W, perspective_correct=camera.is_perspective, backend=backend)
+
+    # one gather for everything per-vertex; per-pixel values are (C,N) "structure of arrays"
+    cols = []
+    if albedo is not None:
+        cols.append(albedo.to(verts_world.dtype).expand(B, V, albedo.shape[-1]).reshape(B * V, -1).t())
+    if sh is not None:
+        cols.append(vertex_normals_t(verts_cam, faces))
+    normals_raw = None
+    uv_t = None
+    if cols:
+        per_pix = interpolate_cols(torch.cat(cols, 0) if len(cols) > 1 else cols[0], faces, frags, batched=True)
+    if albedo is not None:
+        color = per_pix[: albedo.shape[-1]]
+    elif texture is not None:
+        tex, vt, ft = texture
+        uv_t = interpolate_t(vt.to(verts_world.dtype), ft, frags)
+        color = texture_packed(tex.to(verts_world.dtype), uv_t.t(), frags.pix_batch, mode=texture_mode).t()
+    else:
+        color = verts_world.new_ones(3, frags.pix.shape[0])
+    if sh is not None:
+        normals_raw = per_pix[-3:]
+        color = color * sh_shading_packed(_normalize_t(normals_raw), sh.to(verts_world.dtype), frags.counts)
+
+    # colour and coverage in one 4-channel image: one scatter, one anti-aliasing pass
+    rgba_t = torch.cat([color, color.new_ones(1, color.shape[1])], 0)
+    bg = _background_rgba(background, B, H, W, verts_world)
+    rgba = frags.unpack_t(rgba_t, bg)
+    if antialias:
+        rgba = _antialias(rgba, frags, verts_px, faces, backend=backend)
+    return RenderOutput(rgb=rgba[..., :3], alpha=rgba[..., 3:], frags=frags, verts_px=verts_px, faces=faces,
+                        _normals_raw=normals_raw, _uv_t=uv_t, _verts_cam=verts_cam)
+
+
+def _normalize_t(n: torch.Tensor) -> torch.Tensor:
+    """(3,N) -> unit length columns (explicit sums: reductions over a size-3 axis are slow on CPU)."""
+    sq = n * n
+    inv = torch.rsqrt((sq[0] + sq[1] + sq[2]).clamp_min(1e-24))
+    return n * inv

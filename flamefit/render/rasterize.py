@@ -1,0 +1,297 @@
+"""Rasterization: screen-space triangles -> per-pixel triangle id, barycentrics and depth.
+
+``rasterize(verts_px, faces, height, width)`` takes vertices already in pixels, ``verts_px`` (B,V,3) =
+``(x_px, y_px, depth)`` as returned by ``camera.project`` (pixel centres at +0.5, y down; smaller depth is
+nearer) and faces (F,3) int64 shared by the batch. It runs in two passes:
+
+1. **Visibility** (not differentiable): which triangle covers each pixel *centre*, with a z-buffer. A pixel
+   centre exactly on an edge belongs to both triangles and the z-test (then the lower face index) decides, so
+   meshes have no cracks. There is no back-face culling and no near-plane clipping: with
+   ``perspective_correct=True`` triangles with a vertex at depth <= 0 are dropped. Two implementations give
+   identical ids: a numba kernel (CPU, parallel over row bands) and a pure-torch one (any device, used on CUDA
+   and when numba is missing); pick with ``backend='auto'|'numba'|'torch'``.
+2. **Barycentrics** (differentiable w.r.t. ``verts_px``): for covered pixels only, in torch, from per-face
+   affine coefficients gathered per pixel. With ``perspective_correct=True`` (pass it for a perspective camera)
+   the barycentrics are perspective-correct and the depth is ``1 / sum(b_i / z_i)``; otherwise both are linear
+   in screen space (exact for orthographic cameras). Hard rasterization has no gradient at silhouettes — use
+   :func:`flamefit.render.antialias` for that.
+
+The result, :class:`Fragments`, stores the covered pixels *packed* (``pix``: flat indices into B*H*W, and their
+``pix_tri``, ``pix_bary``, ``pix_depth``); the full images ``tri_id``, ``bary``, ``depth`` and ``mask`` are
+built on first access. Work on the packed form (``interpolate(..., packed=True)``, ``frags.unpack``) to keep
+per-pixel work proportional to the covered area.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from flamefit.render._ops import RasterBary, Unpack, corner_index
+
+_INT64_MAX = torch.iinfo(torch.int64).max
+
+
+@functools.cache
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class Fragments:
+    """Output of :func:`rasterize`.
+
+    Packed attributes (N = number of covered pixels over the batch, in raster order, grouped by image):
+        pix: (N,) int64 flat index into B*H*W.
+        pix_tri: (N,) int64 face index.
+        pix_batch: (N,) int64 image index.
+        pix_x, pix_y: (N,) int64 pixel column and row.
+        pix_bary_t: (3,N) barycentrics (differentiable), "structure of arrays" (fast per-pixel maths);
+            ``pix_bary`` is the same as (N,3).
+        pix_depth: (N,) depth (differentiable).
+        batch, height, width: image grid.
+        perspective_correct: how barycentrics were computed.
+    Full images (built on first access): ``tri_id`` (B,H,W) int64 (-1 = background), ``bary`` (B,H,W,3),
+    ``depth`` (B,H,W) (0 on background), ``mask`` (B,H,W) bool, ``zbuf`` (B,H,W) (detached, +inf on background).
+    """
+
+    pix: torch.Tensor
+    pix_tri: torch.Tensor
+    pix_batch: torch.Tensor
+    pix_x: torch.Tensor
+    pix_y: torch.Tensor
+    pix_bary_t: torch.Tensor
+    pix_depth: torch.Tensor
+    batch: int
+    height: int
+    width: int
+    perspective_correct: bool
+    _tri_image: torch.Tensor | None = None
+    _zbuf: torch.Tensor | None = None
+
+    @property
+    def num_pixels(self) -> int:
+        return self.batch * self.height * self.width
+
+    @property
+    def pix_bary(self) -> torch.Tensor:
+        """(N,3) view of ``pix_bary_t``."""
+        return self.pix_bary_t.t()
+
+    @functools.cached_property
+    def counts(self) -> list[int]:
+        """Covered pixels per image (python ints)."""
+        if self.batch == 1:
+            return [int(self.pix.shape[0])]
+        return torch.bincount(self.pix_batch, minlength=self.batch).tolist()
+
+    @functools.cached_property
+    def tri_id(self) -> torch.Tensor:
+        if self._tri_image is not None:
+            return self._tri_image
+        out = torch.full((self.num_pixels,), -1, dtype=torch.int64, device=self.pix.device)
+        out[self.pix] = self.pix_tri
+        return out.view(self.batch, self.height, self.width)
+
+    @functools.cached_property
+    def zbuf(self) -> torch.Tensor:
+        """(B,H,W) float32 z-buffer of the visibility pass (detached; +inf on background)."""
+        if self._zbuf is not None:
+            return self._zbuf
+        out = torch.full((self.num_pixels,), float("inf"), dtype=torch.float32, device=self.pix.device)
+        out[self.pix] = self.pix_depth.detach().to(torch.float32)
+        return out.view(self.batch, self.height, self.width)
+
+    @functools.cached_property
+    def mask(self) -> torch.Tensor:
+        return self.tri_id >= 0
+
+    @functools.cached_property
+    def bary(self) -> torch.Tensor:
+        return self.unpack(self.pix_bary)
+
+    @functools.cached_property
+    def depth(self) -> torch.Tensor:
+        return self.unpack(self.pix_depth)
+
+    def unpack(self, values: torch.Tensor, background: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """Packed (N,...) values -> full (B,H,W,...) image; background pixels get ``background``
+        (a scalar, or a tensor broadcastable to (B,H,W,...)). Differentiable w.r.t. both."""
+        tail = values.shape[1:]
+        shape = (self.batch, self.height, self.width) + tail
+        if isinstance(background, torch.Tensor):
+            full = background.to(values.dtype).expand(shape).reshape((self.num_pixels,) + tail)
+        else:
+            full = values.new_full((self.num_pixels,) + tail, float(background))
+        return full.index_put((self.pix,), values).view(shape)
+
+    def unpack_t(self, values_t: torch.Tensor, background: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """Packed (C,N) values -> (B,H,W,C) image (faster than ``unpack(values_t.t())``)."""
+        C = values_t.shape[0]
+        shape = (self.batch, self.height, self.width, C)
+        if isinstance(background, torch.Tensor):
+            base = background.to(values_t.dtype).expand(shape).reshape(self.num_pixels, C)
+        else:
+            base = values_t.new_full((self.num_pixels, C), float(background))
+        return Unpack.apply(values_t, self.pix, base).view(shape)
+
+    def pack(self, image: torch.Tensor) -> torch.Tensor:
+        """Full (B,H,W,...) image -> (N,...) values at the covered pixels."""
+        return image.reshape((self.num_pixels,) + image.shape[3:])[self.pix]
+
+
+def rasterize(verts_px: torch.Tensor, faces: torch.Tensor, height: int, width: int, *,
+              perspective_correct: bool = False, backend: str = "auto") -> Fragments:
+    """Rasterize triangles given in pixels. See the module docstring.
+
+    Args:
+        verts_px: (B,V,3) ``(x_px, y_px, depth)``; float32 or float64.
+        faces: (F,3) int64 (any integer dtype is accepted).
+        height, width: output size in pixels.
+        perspective_correct: perspective-correct barycentrics/depth (for perspective cameras; needs depth > 0).
+        backend: visibility pass: 'numba' (CPU), 'torch' (any device), or 'auto' (numba on CPU when installed).
+    """
+    if verts_px.dim() != 3 or verts_px.shape[-1] != 3:
+        raise ValueError(f"verts_px must be (B,V,3), got {tuple(verts_px.shape)}")
+    faces = faces.to(device=verts_px.device, dtype=torch.int64)
+    B = verts_px.shape[0]
+    if backend == "auto":
+        backend = "numba" if verts_px.device.type == "cpu" and _numba_available() else "torch"
+    with torch.no_grad():
+        if backend == "numba":
+            from flamefit.render._raster_numba import compact, rasterize_numba
+
+            tri_np, zbuf_np = rasterize_numba(verts_px.detach().cpu().numpy(), faces.cpu().numpy(), height, width,
+                                              bool(perspective_correct))
+            pix, pix_tri, pix_batch, pix_x, pix_y = (torch.from_numpy(a) for a in compact(tri_np))
+            tri_img = torch.from_numpy(tri_np).to(torch.int64)
+            zbuf = torch.from_numpy(zbuf_np)
+        elif backend == "torch":
+            tri_img, zbuf = _visibility_torch(verts_px, faces, height, width, perspective_correct)
+            flat = tri_img.view(-1)
+            pix = torch.nonzero(flat >= 0).squeeze(1)
+            pix_tri = flat[pix]
+            hw = height * width
+            pix_batch = torch.div(pix, hw, rounding_mode="floor")
+            rem = pix - pix_batch * hw
+            pix_y = torch.div(rem, width, rounding_mode="floor")
+            pix_x = rem - pix_y * width
+        else:
+            raise ValueError(f"unknown rasterizer backend {backend!r}; use 'auto', 'numba' or 'torch'")
+    bary_t, depth = _barycentrics(verts_px, faces, pix_tri, pix_batch, pix_x, pix_y, perspective_correct)
+    return Fragments(pix=pix, pix_tri=pix_tri, pix_batch=pix_batch, pix_x=pix_x.to(torch.int64),
+                     pix_y=pix_y.to(torch.int64), pix_bary_t=bary_t, pix_depth=depth, batch=B, height=height,
+                     width=width, perspective_correct=perspective_correct, _tri_image=tri_img, _zbuf=zbuf)
+
+
+# ------------------------------------------------------------------------------------------ barycentrics
+
+
+def _barycentrics(verts_px: torch.Tensor, faces: torch.Tensor, pix_tri: torch.Tensor, pix_batch: torch.Tensor,
+                  pix_x: torch.Tensor, pix_y: torch.Tensor, perspective_correct: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable barycentrics (3,N) and depth (N,) for the covered pixels.
+
+    Per face (cheap, F-sized): b_i(p) = A_i (px - x0) + B_i (py - y0) + [i == 0]; relative to vertex 0 so that
+    float32 stays accurate for small triangles far from the origin. Per pixel: one gather and a few products
+    (``_ops.RasterBary``, with a hand-written backward).
+    """
+    B, V, _ = verts_px.shape
+    F = faces.shape[0]
+    cidx = corner_index(faces, B, V)
+    gidx = pix_batch * F + pix_tri if B > 1 else pix_tri
+    dtype = verts_px.dtype
+    return RasterBary.apply(verts_px, cidx, gidx, pix_x.to(dtype) + 0.5, pix_y.to(dtype) + 0.5,
+                            bool(perspective_correct))
+
+
+# ------------------------------------------------------------------------------------------ visibility
+
+
+def _ordered_depth_key(depth64: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    """(depth as float32, face) -> int64 key whose integer order is the lexicographic order."""
+    bits = depth64.to(torch.float32).view(torch.int32)
+    # negative floats: flip the magnitude bits so that signed-int order == float order
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return (bits.to(torch.int64) << 32) | face
+
+
+def _visibility_torch(verts_px, faces, height, width, perspective_correct, max_candidates: int = 1 << 22):
+    """Pure-torch z-buffer: expand every face to the pixel centres of its bounding box, test, scatter-min."""
+    B = verts_px.shape[0]
+    F = faces.shape[0]
+    dev = verts_px.device
+    v = verts_px.detach().to(torch.float64)[:, faces]  # (B,F,3,3)
+    x, y, z = v.unbind(-1)
+    finite = torch.isfinite(v).all(-1).all(-1)
+    x0, x1, x2 = x.unbind(-1)
+    y0, y1, y2 = y.unbind(-1)
+    area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+    valid = finite & (area != 0)
+    if perspective_correct:
+        valid &= (z > 0).all(-1)
+    cx0 = torch.ceil(x.amin(-1) - 0.5).clamp(min=0)
+    cx1 = torch.floor(x.amax(-1) - 0.5).clamp(max=width - 1)
+    cy0 = torch.ceil(y.amin(-1) - 0.5).clamp(min=0)
+    cy1 = torch.floor(y.amax(-1) - 0.5).clamp(max=height - 1)
+    nx = (cx1 - cx0 + 1).clamp(min=0)
+    ny = (cy1 - cy0 + 1).clamp(min=0)
+    n = torch.where(valid, nx * ny, torch.zeros_like(nx)).to(torch.int64).reshape(-1)  # (B*F,)
+    keys = torch.full((B * height * width,), _INT64_MAX, dtype=torch.int64, device=dev)
+
+    # per-face constants, exactly as ``_raster_numba._setup`` computes them
+    safe_area = torch.where(area == 0, torch.ones_like(area), area)
+    w = 1.0 / z if perspective_correct else z
+    P = torch.stack([x0, y0, x1, y1, x2, y2, x2 - x1, y2 - y1, x0 - x2, y0 - y2, x1 - x0, y1 - y0,
+                     1.0 / safe_area, torch.where(area > 0, 1.0, -1.0).to(area.dtype),
+                     w[..., 0], w[..., 1], w[..., 2]], -1).reshape(B * F, 17)
+    cx0, cy0, nx = cx0.reshape(-1).to(torch.int64), cy0.reshape(-1).to(torch.int64), nx.reshape(-1).to(torch.int64)
+    # chunk faces so that the candidate list stays bounded in memory
+    csum = torch.cumsum(n, 0)
+    total = int(csum[-1]) if n.numel() else 0
+    start_face = 0
+    done = 0
+    while done < total:
+        end_face = int(torch.searchsorted(csum, done + max_candidates, right=True))
+        end_face = max(end_face, start_face + 1)
+        cnt = n[start_face:end_face]
+        sel = torch.arange(start_face, end_face, device=dev)
+        m = int(cnt.sum())
+        if m:
+            idx = torch.repeat_interleave(sel, cnt)  # flat (b*F + f) per candidate
+            first = torch.cumsum(cnt, 0) - cnt
+            off = torch.arange(m, device=dev) - torch.repeat_interleave(first, cnt)
+            row_len = nx[idx]
+            pxi = cx0[idx] + off % row_len
+            pyi = cy0[idx] + torch.div(off, row_len, rounding_mode="floor")
+            px = pxi.to(torch.float64) + 0.5
+            py = pyi.to(torch.float64) + 0.5
+            pf = P[idx]  # same per-face constants and operation order as the numba kernel
+            e0 = pf[:, 6] * (py - pf[:, 3]) - pf[:, 7] * (px - pf[:, 2])
+            e1 = pf[:, 8] * (py - pf[:, 5]) - pf[:, 9] * (px - pf[:, 4])
+            e2 = pf[:, 10] * (py - pf[:, 1]) - pf[:, 11] * (px - pf[:, 0])
+            sgn = pf[:, 13]
+            inside = (e0 * sgn >= 0) & (e1 * sgn >= 0) & (e2 * sgn >= 0)
+            inv_area = pf[:, 12]
+            d = e0 * inv_area * pf[:, 14] + e1 * inv_area * pf[:, 15] + e2 * inv_area * pf[:, 16]
+            if perspective_correct:
+                d = 1.0 / d
+            bi = torch.div(idx, F, rounding_mode="floor")
+            fi = idx - bi * F
+            target = (bi * height + pyi) * width + pxi
+            key = _ordered_depth_key(d[inside], fi[inside])
+            keys.scatter_reduce_(0, target[inside], key, reduce="amin")
+        done = int(csum[end_face - 1])
+        start_face = end_face
+    empty = keys == _INT64_MAX
+    tri = torch.where(empty, torch.full_like(keys, -1), keys & 0xFFFFFFFF)
+    bits = (keys >> 32).to(torch.int32)
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    zbuf = torch.where(empty, float("inf"), bits.view(torch.float32))
+    return tri.view(B, height, width), zbuf.view(B, height, width)

@@ -1,0 +1,71 @@
+"""Bilinear texture lookup with gradients to the texture and to the UVs.
+
+UV convention (FLAME's texture files): ``u`` goes right, ``v`` goes **up**; ``(u, v) = (0, 1)`` is the top-left
+corner of texel row 0, column 0. Texel ``(row r, col c)`` has its centre at ``u = (c + 0.5) / Wt``,
+``v = 1 - (r + 0.5) / Ht``. Sampling is bilinear between texel centres; outside ``[0, 1]`` (and in the half
+texel along the border) ``mode='clamp'`` (default) repeats the edge texels, ``mode='wrap'`` tiles the texture.
+
+Textures are channels-last: ``tex`` (B,Ht,Wt,C) or (Ht,Wt,C) (shared by the batch).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _sample_packed(tex: torch.Tensor, uv: torch.Tensor, bidx: torch.Tensor | None, mode: str) -> torch.Tensor:
+    """tex (B,Ht,Wt,C) or (Ht,Wt,C); uv (N,2); bidx (N,) batch of each sample (None for a shared texture)."""
+    if mode not in ("clamp", "wrap"):
+        raise ValueError(f"texture mode must be 'clamp' or 'wrap', got {mode!r}")
+    if tex.dim() == 3:
+        tex = tex.unsqueeze(0)
+        bidx = None
+    elif tex.shape[0] == 1:
+        bidx = None
+    Bt, Ht, Wt, C = tex.shape
+    flat = tex.reshape(Bt * Ht * Wt, C)
+    uv = uv.to(tex.dtype)
+    x = uv[:, 0] * Wt - 0.5
+    y = (1.0 - uv[:, 1]) * Ht - 0.5
+    x0f = torch.floor(x.detach())
+    y0f = torch.floor(y.detach())
+    fx = (x - x0f).unsqueeze(1)
+    fy = (y - y0f).unsqueeze(1)
+    x0 = x0f.to(torch.int64)
+    y0 = y0f.to(torch.int64)
+    x1 = x0 + 1
+    y1 = y0 + 1
+    if mode == "clamp":
+        x0, x1 = x0.clamp(0, Wt - 1), x1.clamp(0, Wt - 1)
+        y0, y1 = y0.clamp(0, Ht - 1), y1.clamp(0, Ht - 1)
+    else:
+        x0, x1 = x0.remainder(Wt), x1.remainder(Wt)
+        y0, y1 = y0.remainder(Ht), y1.remainder(Ht)
+    base = 0 if bidx is None else bidx * (Ht * Wt)
+    r0 = base + y0 * Wt
+    r1 = base + y1 * Wt
+    idx = torch.stack([r0 + x0, r0 + x1, r1 + x0, r1 + x1], 1).reshape(-1)
+    t = flat.index_select(0, idx).view(-1, 4, C)
+    top = t[:, 0] + (t[:, 1] - t[:, 0]) * fx
+    bottom = t[:, 2] + (t[:, 3] - t[:, 2]) * fx
+    return top + (bottom - top) * fy
+
+
+def texture(tex: torch.Tensor, uv: torch.Tensor, *, mode: str = "clamp") -> torch.Tensor:
+    """Sample ``tex`` (B,Ht,Wt,C) or (Ht,Wt,C) at ``uv`` (B,H,W,2) -> (B,H,W,C), bilinear (see module doc)."""
+    if uv.shape[-1] != 2:
+        raise ValueError(f"uv must end in 2 (u, v), got {tuple(uv.shape)}")
+    lead = uv.shape[:-1]
+    flat_uv = uv.reshape(-1, 2)
+    bidx = None
+    if tex.dim() == 4 and tex.shape[0] > 1:
+        per = flat_uv.shape[0] // tex.shape[0]
+        bidx = torch.arange(tex.shape[0], device=uv.device).repeat_interleave(per)
+    out = _sample_packed(tex, flat_uv, bidx, mode)
+    return out.view(lead + (tex.shape[-1],))
+
+
+def texture_packed(tex: torch.Tensor, uv: torch.Tensor, batch_index: torch.Tensor, *, mode: str = "clamp"
+                   ) -> torch.Tensor:
+    """Packed lookup: ``uv`` (N,2) with ``batch_index`` (N,) (e.g. ``frags.pix_batch``) -> (N,C)."""
+    return _sample_packed(tex, uv, batch_index, mode)

@@ -1,0 +1,68 @@
+"""Fixtures for the fitter tests: the stand-in model + embeddings + texture (skip without ../shared), and a
+fully synthetic setup (sphere-head model from ``flamefit.model.synthetic``, random dense landmarks, planar UVs)
+that runs on a fresh clone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flamefit.fit.config import load_config
+
+
+def fast_config(*extra: str):
+    """Small iteration counts and a low internal resolution: the tests check behaviour, not accuracy."""
+    return load_config(overrides=["resolution=128", "rigid.iters=15", "landmarks.iters=40", "photometric.iters=25",
+                                  "offset.iters=8", "texture_only.iters=10", "n_shape=50", "n_expr=30",
+                                  "texture.n_tex=20", "texture.free_resolution=32", "texture.fit_resolution=64",
+                                  *extra])
+
+
+@pytest.fixture(scope="session")
+def standin(shared_assets):
+    from flamefit.model.flame import FlameModel
+    from flamefit.model.flame_file import read_flame_file
+    from flamefit.model.landmarks import load_ringnet_68
+    from flamefit.model.texture_space import load_texture_space
+
+    torch.manual_seed(0)
+    model = FlameModel(read_flame_file(shared_assets / "flame_standin" / "standin_flame2023.pkl"))
+    lmk = load_ringnet_68(shared_assets / "flame_landmarks" / "flame_static_embedding.pkl",
+                          shared_assets / "flame_landmarks" / "flame_dynamic_embedding.npy")
+    ts = load_texture_space(shared_assets / "flame_standin" / "standin_texture.npz")
+    return model, lmk, ts
+
+
+@pytest.fixture(scope="session")
+def standin_env(shared_assets, tmp_path_factory):
+    """Environment variables that point flamefit's model resolution at the stand-in assets."""
+    return {
+        "FLAMEFIT_FLAME_MODEL": str(shared_assets / "flame_standin" / "standin_flame2023.pkl"),
+        "FLAMEFIT_TEXTURE_SPACE": str(shared_assets / "flame_standin" / "standin_texture.npz"),
+        "FLAMEFIT_LANDMARKS_STATIC": str(shared_assets / "flame_landmarks" / "flame_static_embedding.pkl"),
+        "FLAMEFIT_LANDMARKS_DYNAMIC": str(shared_assets / "flame_landmarks" / "flame_dynamic_embedding.npy"),
+    }
+
+
+@pytest.fixture(scope="session")
+def synthetic_setup(synthetic_model_path):
+    """(model, dense MeshLandmarks, free TextureSpace with planar UVs) on the small synthetic model."""
+    from flamefit.model.flame import FlameModel
+    from flamefit.model.flame_file import read_flame_file
+    from flamefit.model.landmarks import MeshLandmarks
+    from flamefit.model.texture_space import TextureSpace
+
+    model = FlameModel(read_flame_file(synthetic_model_path))
+    v = model.v_template.numpy()
+    f = model.faces.numpy()
+    rng = np.random.default_rng(0)
+    centre = v[f].mean(1)
+    front = np.nonzero((centre[:, 2] > 0.3 * np.abs(v[:, 2]).max()) & (np.arange(len(f)) < len(f) * 0.9))[0]
+    pick = rng.choice(front, size=min(60, len(front)), replace=False)
+    bary = rng.dirichlet([2, 2, 2], size=len(pick))
+    dense = MeshLandmarks(torch.as_tensor(pick), torch.as_tensor(bary, dtype=torch.float32))
+    lo, hi = v.min(0), v.max(0)
+    vt = (v[:, :2] - lo[:2]) / (hi[:2] - lo[:2])  # planar UVs (front view)
+    ts = TextureSpace.free(32, (0.7, 0.55, 0.45), vt=vt, ft=f)
+    return model, dense, ts

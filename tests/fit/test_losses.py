@@ -1,0 +1,61 @@
+import torch
+
+from flamefit.fit import losses as L
+
+
+def test_landmark_loss_zero_at_target_and_grows():
+    t = torch.rand(1, 68, 2) * 200
+    assert float(L.landmark_loss(t, t, 224.0)) == 0.0
+    small = L.landmark_loss(t + 1.0, t, 224.0)
+    big = L.landmark_loss(t + 30.0, t, 224.0)
+    assert 0 < float(small) < float(big)
+    # Huber: an outlier grows linearly, not quadratically
+    outl = t.clone()
+    outl[0, 0] += 1000
+    ratio = float(L.landmark_loss(outl, t, 224.0)) / float(L.landmark_loss(t + torch.tensor([0, 100.0]), t, 224.0))
+    assert ratio < 1.0
+    w = torch.zeros(68)
+    w[5] = 1
+    moved = t.clone()
+    moved[0, 6] += 20  # point with zero weight
+    assert float(L.landmark_loss(moved, t, 224.0, w)) == 0.0
+    assert float(L.landmark_loss(t + 1, t, 224.0, 2 * torch.ones(68))) == 2 * float(small)
+
+
+def test_eye_and_lip_terms_see_openings_only():
+    t = torch.rand(1, 68, 2) * 200
+    shifted = t + 5.0  # pure translation: openings unchanged
+    assert float(L.eye_closure_loss(shifted, t, 224.0)) < 1e-10
+    assert float(L.lip_distance_loss(shifted, t, 224.0)) < 1e-10
+    closed = t.clone()
+    closed[0, [37, 38, 43, 44]] = t[0, [41, 40, 47, 46]]
+    assert float(L.eye_closure_loss(closed, t, 224.0)) > 0
+    opened = t.clone()
+    opened[0, [65, 66, 67], 1] += 20
+    assert float(L.lip_distance_loss(opened, t, 224.0)) > 0
+
+
+def test_photometric_robust_and_masked():
+    img = torch.rand(1, 16, 16, 3)
+    mask = torch.zeros(1, 16, 16)
+    mask[:, 4:12, 4:12] = 1
+    assert float(L.photometric_loss(img, img, mask)) == 0.0
+    off = img.clone()
+    off[:, :4] = 1 - off[:, :4]  # outside the mask: ignored
+    assert float(L.photometric_loss(off, img, mask)) == 0.0
+    bad = img + 10.0  # huge error saturates below 1
+    val = float(L.photometric_loss(bad, img, mask))
+    assert 0.99 < val < 1.0
+    near = float(L.photometric_loss(img + 0.01, img, mask))
+    assert 0 < near < 0.05
+
+
+def test_priors():
+    assert float(L.l2_prior(torch.zeros(2, 5))) == 0
+    assert float(L.l2_prior(torch.ones(2, 5))) == 5
+    assert float(L.l2_prior(torch.zeros(1, 0))) == 0
+    light = torch.zeros(1, 9, 3)
+    light[:, 0] = 3.0
+    assert float(L.light_prior(light)) == 0  # ambient grey light costs nothing
+    light[:, 1] = 1.0
+    assert float(L.light_prior(light)) > 0

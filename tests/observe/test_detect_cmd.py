@@ -1,0 +1,58 @@
+"""`flamefit detect`: files per image, JSON on stdout, bad images reported while the others go on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from flamefit.cli import main
+
+
+@pytest.fixture()
+def images(tmp_path, ffhq_dir, detector):  # detector: MediaPipe must be there
+    good1 = shutil.copy(ffhq_dir / "00000.png", tmp_path / "a.png")
+    good2 = shutil.copy(ffhq_dir / "00001.png", tmp_path / "b.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    return [str(good1), str(bad), str(good2)]
+
+
+def test_detect_writes_files_and_reports_failures(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["detect", *images, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code != 0  # one image failed
+    assert "bad.png" in captured.err
+    for stem in ("a", "b"):
+        data = np.load(out / f"{stem}.npz")
+        assert data["lmks_dense"].shape == (478, 2) and data["lmks_68"].shape == (68, 2)
+        assert data["mask"].shape == (256, 256)
+        assert (out / f"{stem}_overlay.png").is_file()
+    assert not (out / "bad.npz").exists()
+
+
+def test_detect_json(images, capsys):
+    code = main(["detect", images[0], images[2], "--json", "--no-mask"])
+    captured = capsys.readouterr()
+    assert code == 0
+    report = json.loads(captured.out)  # exactly one JSON object on stdout
+    assert report["n_ok"] == 2 and report["n_failed"] == 0
+    first = report["images"][0]
+    assert first["ok"] and len(first["lmks_dense"]) == 478 and len(first["lmks_68"]) == 68
+    assert 0 <= first["lmks_dense"][0][0] <= 256
+
+
+def test_detect_json_with_a_failure(images, capsys):
+    code = main(["detect", *images, "--json", "--no-mask"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 4  # InputImageError
+    assert [e["ok"] for e in report["images"]] == [True, False, True]
+    assert report["images"][1]["error_type"] == "InputImageError"
+
+
+def test_detect_needs_an_output(images, capsys):
+    assert main(["detect", images[0]]) == 2
+    assert "--out" in capsys.readouterr().err
