@@ -89,7 +89,7 @@ class FitConfig:
     n_shape: int = 100  # identity components optimised
     n_expr: int = 50  # expression components optimised
     robust_scale: float = 0.1  # photometric Geman-McClure/Cauchy scale (RGB units)
-    rigid: StageConfig = field(default_factory=lambda: StageConfig(iters=40, lr=0.02))
+    rigid: StageConfig = field(default_factory=lambda: StageConfig(iters=30, lr=0.005))
     landmarks: StageConfig = field(default_factory=lambda: StageConfig(iters=120, lr=0.02))
     photometric: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.025))
     offset: StageConfig = field(default_factory=lambda: StageConfig(iters=40, lr=0.01))

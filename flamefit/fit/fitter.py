@@ -380,21 +380,33 @@ class Fitter:
                   for n, t in zip([n for n in free if getattr(params, n) is not None], tensors, strict=True)]
         opt = torch.optim.Adam(groups)
         base = [g["lr"] for g in groups]
-        first = last = float("nan")
-        terms = {}
+        first = float("nan")
+        best, best_values, terms = float("inf"), None, {}
         for i in range(stage_cfg.iters):
             frac = i / max(1, stage_cfg.iters - 1)
             for g, lr0 in zip(opt.param_groups, base, strict=True):
                 g["lr"] = lr0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))  # cosine to 10 %
             opt.zero_grad(set_to_none=True)
-            loss, terms = self.loss(params, data, name)
+            loss, step_terms = self.loss(params, data, name)
+            value = float(loss.detach())
+            if i == 0:
+                first = value
+            if value < best:  # keep the best iterate: Adam may end slightly above it
+                best, terms = value, step_terms
+                best_values = [t.detach().clone() for t in tensors]
             loss.backward()
             opt.step()
-            if i == 0:
-                first = float(loss.detach())
-            last = float(loss.detach())
             if callback is not None:
                 callback(name, i + 1, stage_cfg.iters)
+        with torch.no_grad():
+            final, final_terms = self.loss(params, data, name)
+        if float(final.detach()) <= best:
+            best, terms = float(final.detach()), final_terms
+        elif best_values is not None:
+            with torch.no_grad():
+                for t, v in zip(tensors, best_values, strict=True):
+                    t.copy_(v)
+        last = best
         params = params.detach()
         log = StageLog(name, stage_cfg.iters, time.perf_counter() - t0, first, last,
                        {k: float(v.detach()) for k, v in terms.items()})

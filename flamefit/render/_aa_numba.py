@@ -45,25 +45,17 @@ def silhouette_flags(verts, faces, nbr):
 
 
 @numba.njit(cache=True, nogil=True)
-def _shares_vertex(faces, f, g):
-    for i in range(3):
-        for j in range(3):
-            if faces[f, i] == faces[g, j]:
-                return True
-    return False
-
-
-@numba.njit(cache=True, nogil=True)
-def find_pairs(verts, faces, nbr, tri, zbuf, tol):
-    """-> (front_pix, back_pix, edge_a, edge_b, axis) int64 arrays; pixels are flat indices into B*H*W, edge
-    vertices ``b * V + v``; axis 0 = horizontal pair. ``tol`` (B,) depth tolerance of the visibility test."""
+def find_pairs(verts, faces, nbr, tri, zbuf):
+    """-> (5,K) int64 rows (front_pix, back_pix, edge_a, edge_b, axis); pixels are flat indices into B*H*W,
+    edge vertices ``b * V + v``; axis 0 = horizontal pair."""
     B, H, W = tri.shape
     V = verts.shape[1]
     F = faces.shape[0]
     sil = silhouette_flags(verts, faces, nbr)
-    used = np.zeros((B * H * W, 2), dtype=np.uint8)
+    slot = np.full((B * H * W, 2), -1, dtype=np.int64)
     cap = 1024
     out = np.empty((5, cap), dtype=np.int64)
+    best = np.empty(cap, dtype=np.float64)
     n = 0
     for b in range(B):
         for f in range(F):
@@ -86,8 +78,8 @@ def find_pairs(verts, faces, nbr, tri, zbuf, tol):
                 yc = np.float64(verts[b, vc, 1])
                 # the faces of a silhouette edge lie on one side of it on screen: the third vertex's side
                 side = (xb - xa) * (yc - ya) - (yb - ya) * (xc - xa)
-                if side == 0.0 or not (np.isfinite(xa) and np.isfinite(ya) and np.isfinite(xb)
-                                       and np.isfinite(yb)):
+                if not (side != 0.0 and np.isfinite(xa) and np.isfinite(ya) and np.isfinite(xb)
+                        and np.isfinite(yb)):
                     continue
                 steep = abs(xb - xa) <= abs(yb - ya)
                 # walk along the minor axis: rows for steep edges (horizontal pairs), columns otherwise
@@ -95,65 +87,67 @@ def find_pairs(verts, faces, nbr, tri, zbuf, tol):
                     lo = min(ya, yb)
                     hi = max(ya, yb)
                     n_lines = H
+                    n_along = W
                 else:
                     lo = min(xa, xb)
                     hi = max(xa, xb)
                     n_lines = W
-                j0 = max(int(math.ceil(lo - 0.5)), 0)
-                j1 = min(int(math.ceil(hi - 0.5)) - 1, n_lines - 1)  # centres in [lo, hi)
-                for j in range(j0, j1 + 1):
-                    cen = j + 0.5
+                    n_along = H
+                j0 = max(math.ceil(lo - 0.5), 0.0)
+                j1 = min(math.ceil(hi - 0.5) - 1.0, n_lines - 1.0)  # line centres in [lo, hi)
+                for jf in range(int(j0), int(j1) + 1):
+                    cen = jf + 0.5
                     if steep:
                         r = (cen - ya) / (yb - ya)
                         c = xa + (cen - ya) * (xb - xa) / (yb - ya)
-                        n_along = W
                     else:
                         r = (cen - xa) / (xb - xa)
                         c = ya + (cen - xa) * (yb - ya) / (xb - xa)
-                        n_along = H
-                    i = int(math.floor(c - 0.5))  # pixel centres i + 0.5 <= c < i + 1.5
-                    if i < 0 or i + 1 >= n_along:
+                    ifl = math.floor(c - 0.5)  # pixel centres i + 0.5 <= c < i + 1.5
+                    if not (ifl >= 0.0 and ifl + 1.0 < n_along):
                         continue
-                    # which of the two pixels is on the faces' side
+                    i = int(ifl)
+                    up = i + 1.5
                     if steep:
-                        e_hi = (xb - xa) * (cen - ya) - (yb - ya) * (i + 1.5 - xa)
+                        e_hi = (xb - xa) * (cen - ya) - (yb - ya) * (up - xa)
                     else:
-                        e_hi = (xb - xa) * (i + 1.5 - ya) - (yb - ya) * (cen - xa)
+                        e_hi = (xb - xa) * (up - ya) - (yb - ya) * (cen - xa)
                     hi_inside = e_hi * side > 0.0
                     ip = i + 1 if hi_inside else i
                     iq = i if hi_inside else i + 1
                     if steep:
-                        pp = (b * H + j) * W + ip
-                        qq = (b * H + j) * W + iq
-                        pmin = (b * H + j) * W + i
+                        pp = (b * H + jf) * W + ip
+                        qq = (b * H + jf) * W + iq
+                        pmin = (b * H + jf) * W + i
                     else:
-                        pp = (b * H + ip) * W + j
-                        qq = (b * H + iq) * W + j
-                        pmin = (b * H + i) * W + j
-                    tp = tri.flat[pp]
-                    if tp < 0:
-                        continue
-                    zp = zbuf.flat[pp]
-                    adjacent_p = _shares_vertex(faces, tp, f) or (g >= 0 and _shares_vertex(faces, tp, g))
-                    if not adjacent_p:
-                        ze = za + r * (zb - za)
-                        if zp < ze - tol[b]:
-                            continue  # something nearer covers the edge here
-                    tq = tri.flat[qq]
-                    if tq >= 0:
-                        if zbuf.flat[qq] <= zp:
-                            continue  # the other side is not behind: no silhouette here
-                        if _shares_vertex(faces, tq, f) or (g >= 0 and _shares_vertex(faces, tq, g)):
-                            continue  # the same surface continues across the edge
+                        pp = (b * H + ip) * W + jf
+                        qq = (b * H + iq) * W + jf
+                        pmin = (b * H + i) * W + jf
+                    if tri.flat[pp] < 0:
+                        continue  # nothing drawn on the surface's side
+                    ze = za + r * (zb - za)
+                    if tri.flat[qq] >= 0 and not (zbuf.flat[qq] > ze):
+                        continue  # the other side shows something in front of the edge: hidden
                     axis = 0 if steep else 1
-                    if used[pmin, axis]:
+                    s_ = slot[pmin, axis]
+                    if s_ >= 0:
+                        if ze < best[s_]:  # several edges cross the pair: the nearest one is seen
+                            best[s_] = ze
+                            out[0, s_] = pp
+                            out[1, s_] = qq
+                            out[2, s_] = b * V + va
+                            out[3, s_] = b * V + vb
                         continue
-                    used[pmin, axis] = 1
                     if n == cap:
                         cap *= 2
                         grown = np.empty((5, cap), dtype=np.int64)
                         grown[:, :n] = out[:, :n]
                         out = grown
+                        grown_b = np.empty(cap, dtype=np.float64)
+                        grown_b[:n] = best[:n]
+                        best = grown_b
+                    slot[pmin, axis] = n
+                    best[n] = ze
                     out[0, n] = pp
                     out[1, n] = qq
                     out[2, n] = b * V + va

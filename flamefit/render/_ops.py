@@ -15,6 +15,18 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
+# Use the numba kernels of _pixel_numba for CPU tensors (tests switch this off to check the torch path).
+NUMBA_KERNELS = True
+
+
+def _numba_for(t: torch.Tensor) -> bool:
+    if not NUMBA_KERNELS or t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+        return False
+    from flamefit.render.rasterize import _numba_available
+
+    return _numba_available()
+
+
 # the SH constants of shade.py (defined here so that shade.py can import this module)
 SH_CONSTANTS = (
     1.0 / math.sqrt(4 * math.pi),
@@ -50,12 +62,12 @@ class RasterBary(torch.autograd.Function):
     Per face (M = B*F): b_i(p) = A_i (px - x0) + B_i (py - y0) + [i == 0], with A = (y1-y2, y2-y0, y0-y1)/area,
     B = (x2-x1, x0-x2, x1-x0)/area, so relative to corner 0 and accurate in float32; w_i = 1/z_i (perspective:
     bary = b w / sum(b w), depth = 1 / sum(b w)) or z_i (linear: bary = b, depth = sum(b z)).
-    Inputs: verts (B,V,3), cidx (3,M) corner vertex indices, gidx (N,) face (column) of each pixel, pxc, pyc (N,)
-    pixel centres. Returns bary (3,N), depth (N,).
+    Inputs: verts (B,V,3), cidx (3,M) corner vertex indices, gidx (N,) face (column) of each pixel, px, py (N,)
+    int64 pixel column and row. Returns bary (3,N), depth (N,).
     """
 
     @staticmethod
-    def forward(ctx, verts, cidx, gidx, pxc, pyc, perspective: bool):
+    def forward(ctx, verts, cidx, gidx, px, py, perspective: bool):
         corners = _gather_corners(verts, cidx)
         X, Y, Z = corners[0], corners[1], corners[2]  # (3,M) each: rows = corners
         a = torch.stack([Y[1] - Y[2], Y[2] - Y[0], Y[0] - Y[1]])  # d area / d x_i
@@ -63,7 +75,8 @@ class RasterBary(torch.autograd.Function):
         area = (X[1] - X[0]) * (Y[2] - Y[0]) - (Y[1] - Y[0]) * (X[2] - X[0])
         # degenerate faces never cover pixels; keep their (unused) coefficients finite
         ia = 1.0 / torch.where(area == 0, torch.ones_like(area), area)
-        coef = corners.new_empty(11, corners.shape[2])
+        # face-major storage (M,11): the numba kernels gather one cache line per pixel; torch uses the (11,M) view
+        coef = corners.new_empty(corners.shape[2], 11).t()
         torch.mul(a, ia, out=coef[0:3])
         torch.mul(bb, ia, out=coef[3:6])
         coef[6] = X[0]
@@ -72,20 +85,17 @@ class RasterBary(torch.autograd.Function):
             torch.reciprocal(Z, out=coef[8:11])
         else:
             coef[8:11] = Z
-        c = coef.index_select(1, gidx)
-        dx = pxc - c[6]
-        dy = pyc - c[7]
-        b = c[0:3] * dx
-        b += c[3:6] * dy
-        b[0] += 1.0
-        q = b * c[8:11]
-        if perspective:
-            depth = 1.0 / (q[0] + q[1] + q[2])
-            bary = q * depth
+        N = gidx.shape[0]
+        if _numba_for(coef):
+            from flamefit.render import _pixel_numba as pn
+
+            bary = coef.new_empty(3, N)
+            depth = coef.new_empty(N)
+            pn.bary_forward(coef.t().numpy(), gidx.numpy(), px.numpy(), py.numpy(), perspective, bary.numpy(),
+                            depth.numpy())
         else:
-            bary = b
-            depth = q[0] + q[1] + q[2]
-        ctx.save_for_backward(c, dx, dy, b, bary, depth, gidx, cidx, a, bb, ia, coef[8:11])
+            bary, depth = _bary_pixels_torch(coef, gidx, px, py, perspective)
+        ctx.save_for_backward(coef, gidx, px, py, bary, depth, cidx, a, bb, ia)
         ctx.perspective = perspective
         ctx.shape = verts.shape
         return bary, depth
@@ -93,29 +103,19 @@ class RasterBary(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_bary, g_depth):
-        c, dx, dy, b, bary, depth, gidx, cidx, a, bb, ia, wf = ctx.saved_tensors
-        w = c[8:11]
+        coef, gidx, px, py, bary, depth, cidx, a, bb, ia = ctx.saved_tensors
         g_bary = torch.zeros_like(bary) if g_bary is None else g_bary.contiguous()
         g_depth = torch.zeros_like(depth) if g_depth is None else g_depth.contiguous()
-        # per pixel -> per-pixel coefficient gradient gc (11,N)
-        gc = torch.empty_like(c)
-        if ctx.perspective:
-            gb = g_bary * bary
-            dot = gb[0] + gb[1] + gb[2] + g_depth * depth
-            g_q = (g_bary - dot) * depth
-            torch.mul(g_q, b, out=gc[8:11])
-            g_b = g_q * w
-        else:
-            torch.mul(b, g_depth, out=gc[8:11])
-            g_b = g_bary + w * g_depth
-        torch.mul(g_b, dx, out=gc[0:3])
-        torch.mul(g_b, dy, out=gc[3:6])
-        t = g_b * c[0:3]
-        torch.neg(t[0] + t[1] + t[2], out=gc[6])
-        t = g_b * c[3:6]
-        torch.neg(t[0] + t[1] + t[2], out=gc[7])
         M = ia.shape[0]
-        gcoef = c.new_zeros(11, M).index_add_(1, gidx, gc)
+        if _numba_for(coef):
+            from flamefit.render import _pixel_numba as pn
+
+            gcoef_fm = coef.new_zeros(M, 11)
+            pn.bary_backward(coef.t().numpy(), gidx.numpy(), px.numpy(), py.numpy(), ctx.perspective,
+                             g_bary.numpy(), g_depth.numpy(), gcoef_fm.numpy())
+            gcoef = gcoef_fm.t()
+        else:
+            gcoef = _bary_pixels_backward_torch(coef, gidx, px, py, ctx.perspective, bary, depth, g_bary, g_depth)
         # per face -> corners: coef[0:3] = a * ia, coef[3:6] = bb * ia, ia = 1 / area
         gA, gB = gcoef[0:3], gcoef[3:6]
         t = gA * a + gB * bb
@@ -133,13 +133,55 @@ class RasterBary(torch.autograd.Function):
         gX[2] += gBi[0] - gBi[1]
         gX[0] += gcoef[6]
         gY[0] += gcoef[7]
+        wf = coef[8:11]
         gZ = -gcoef[8:11] * wf * wf if ctx.perspective else gcoef[8:11]
         g_verts = _scatter_corners(torch.stack([gX, gY, gZ]), cidx, ctx.shape)
         return g_verts, None, None, None, None, None
 
 
+def _bary_pixels_torch(coef, gidx, px, py, perspective):
+    c = coef.index_select(1, gidx)
+    dx = (px.to(c.dtype) + 0.5) - c[6]
+    dy = (py.to(c.dtype) + 0.5) - c[7]
+    b = c[0:3] * dx
+    b += c[3:6] * dy
+    b[0] += 1.0
+    q = b * c[8:11]
+    if perspective:
+        depth = 1.0 / (q[0] + q[1] + q[2])
+        return q * depth, depth
+    return b, q[0] + q[1] + q[2]
+
+
+def _bary_pixels_backward_torch(coef, gidx, px, py, perspective, bary, depth, g_bary, g_depth):
+    c = coef.index_select(1, gidx)
+    dx = (px.to(c.dtype) + 0.5) - c[6]
+    dy = (py.to(c.dtype) + 0.5) - c[7]
+    b = c[0:3] * dx
+    b += c[3:6] * dy
+    b[0] += 1.0
+    w = c[8:11]
+    gc = torch.empty_like(c)
+    if perspective:
+        gb = g_bary * bary
+        dot = gb[0] + gb[1] + gb[2] + g_depth * depth
+        g_q = (g_bary - dot) * depth
+        torch.mul(g_q, b, out=gc[8:11])
+        g_b = g_q * w
+    else:
+        torch.mul(b, g_depth, out=gc[8:11])
+        g_b = g_bary + w * g_depth
+    torch.mul(g_b, dx, out=gc[0:3])
+    torch.mul(g_b, dy, out=gc[3:6])
+    t = g_b * c[0:3]
+    torch.neg(t[0] + t[1] + t[2], out=gc[6])
+    t = g_b * c[3:6]
+    torch.neg(t[0] + t[1] + t[2], out=gc[7])
+    return c.new_zeros(11, coef.shape[1]).index_add_(1, gidx, gc)
+
+
 class VertexNormals(torch.autograd.Function):
-    """Area-weighted unit vertex normals, returned as (3, B*V) (structure of arrays).
+    """Area-weighted unit vertex normals, returned vertex-major as (B*V, 3).
 
     Inputs: verts (B,V,3), cidx (3, B*F) corner vertex indices. Zero for vertices without faces.
     """
@@ -159,13 +201,13 @@ class VertexNormals(torch.autograd.Function):
         n = vn * inv
         ctx.save_for_backward(e1, e2, n, inv, cidx)
         ctx.shape = verts.shape
-        return n
+        return n.t().contiguous()  # vertex-major (B*V,3), like any other per-vertex attribute
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_n):
         e1, e2, n, inv, cidx = ctx.saved_tensors
-        g_n = g_n.contiguous()
+        g_n = g_n.t().contiguous()
         t = g_n * n
         g_vn = (g_n - n * (t[0] + t[1] + t[2])) * inv
         M = e1.shape[1]
@@ -181,31 +223,51 @@ class VertexNormals(torch.autograd.Function):
 
 
 class Interpolate(torch.autograd.Function):
-    """out (C,N) = sum_k bary[k] * attr_t[:, vidx[k]] for attr_t (C,M), vidx (3,N), bary (3,N)."""
+    """out (C,N) = sum_k bary[k] * attr[vidx[k]] for attr (M,C) (vertex-major), vidx (3,N), bary (3,N)."""
 
     @staticmethod
-    def forward(ctx, attr_t, vidx, bary):
+    def forward(ctx, attr, vidx, bary):
         N = vidx.shape[1]
-        flat_idx = vidx.reshape(-1)
-        vals = attr_t.index_select(1, flat_idx).view(attr_t.shape[0], 3, N)
+        M, C = attr.shape
+        ctx.numba = _numba_for(attr)
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            attr = attr.contiguous()
+            bary = bary.contiguous()
+            out = attr.new_empty(C, N)
+            pn.interp_forward(attr.numpy(), vidx.numpy(), bary.numpy(), out.numpy())
+            ctx.save_for_backward(attr, vidx, bary)
+            return out
+        vals = attr.t().index_select(1, vidx.reshape(-1)).view(C, 3, N)
         out = vals[:, 0] * bary[0]
         out += vals[:, 1] * bary[1]
         out += vals[:, 2] * bary[2]
-        ctx.save_for_backward(vals, flat_idx, bary)
-        ctx.num_cols = attr_t.shape[1]
+        ctx.save_for_backward(vals, vidx, bary)
+        ctx.num_rows = M
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_out):
-        vals, flat_idx, bary = ctx.saved_tensors
-        g_attr = g_bary = None
         g_out = g_out.contiguous()
-        if ctx.needs_input_grad[0]:
+        want_attr, want_bary = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            attr, vidx, bary = ctx.saved_tensors
+            g_attr = torch.zeros_like(attr)
+            g_bary = torch.empty_like(bary)
+            pn.interp_backward(attr.numpy(), vidx.numpy(), bary.numpy(), g_out.numpy(), want_attr, want_bary,
+                               g_attr.numpy(), g_bary.numpy())
+            return (g_attr if want_attr else None), None, (g_bary if want_bary else None)
+        vals, vidx, bary = ctx.saved_tensors
+        g_attr = g_bary = None
+        C = g_out.shape[0]
+        if want_attr:
             g_vals = g_out.unsqueeze(1) * bary  # (C,3,N)
-            g_attr = g_out.new_zeros(g_out.shape[0], ctx.num_cols).index_add_(
-                1, flat_idx, g_vals.view(g_out.shape[0], -1))
-        if ctx.needs_input_grad[2]:
+            g_attr = g_out.new_zeros(C, ctx.num_rows).index_add_(1, vidx.reshape(-1), g_vals.view(C, -1)).t()
+        if want_bary:
             g_bary = (vals * g_out.unsqueeze(1)).sum(0)  # reduction over the outer axis: contiguous
         return g_attr, None, g_bary
 
@@ -226,26 +288,44 @@ def sh_basis_t(n: torch.Tensor) -> torch.Tensor:
 
 
 class SHShading(torch.autograd.Function):
-    """Irradiance (C,N) for unit normals (3,N) whose pixels are grouped by image (``counts`` pixels per image)
-    with lighting ``sh`` (B,9,C) (B = 1: shared)."""
+    """Irradiance (C,N) for unit normals (3,N) whose pixels are grouped by image (``counts`` pixels per image,
+    ``bidx`` (N,) image of each pixel) with lighting ``sh`` (B,9,C) (B = 1: shared)."""
 
     @staticmethod
-    def forward(ctx, normals, sh, counts: list[int]):
+    def forward(ctx, normals, sh, counts: list[int], bidx):
+        ctx.numba = _numba_for(normals) and sh.dtype == normals.dtype
+        ctx.counts = counts
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            sh_c = sh.contiguous()
+            out = normals.new_empty(sh.shape[2], normals.shape[1])
+            pn.sh_forward(normals.numpy(), sh_c.numpy(), bidx.numpy(), out.numpy())
+            ctx.save_for_backward(normals, sh_c, bidx)
+            return out
         basis = sh_basis_t(normals)
         if sh.shape[0] == 1:
             out = sh[0].t() @ basis
         else:
             out = torch.cat([sh[b].t() @ part for b, part in enumerate(torch.split(basis, counts, dim=1))], 1)
         ctx.save_for_backward(normals, basis, sh)
-        ctx.counts = counts
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_out):
+        g_out = g_out.contiguous()
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            normals, sh, bidx = ctx.saved_tensors
+            g_normals = torch.empty_like(normals)
+            g_sh = torch.zeros_like(sh)
+            pn.sh_backward(normals.numpy(), sh.numpy(), bidx.numpy(), g_out.numpy(), g_normals.numpy(),
+                           g_sh.numpy())
+            return g_normals, g_sh, None, None
         normals, basis, sh = ctx.saved_tensors
         g_normals = g_sh = g_basis = None
-        g_out = g_out.contiguous()
         if sh.shape[0] == 1:
             if ctx.needs_input_grad[0]:
                 g_basis = sh[0] @ g_out
@@ -266,7 +346,7 @@ class SHShading(torch.autograd.Function):
             g_normals[0] = c1 * g[1] + c2 * (y * g[4] + z * g[5]) + (2 * c3) * x * g[7]
             g_normals[1] = c1 * g[2] + c2 * (x * g[4] + z * g[6]) - (2 * c3) * y * g[7]
             g_normals[2] = c1 * g[3] + c2 * (x * g[5] + y * g[6]) + (6 * c4) * z * g[8]
-        return g_normals, g_sh, None
+        return g_normals, g_sh, None, None
 
 
 class Unpack(torch.autograd.Function):

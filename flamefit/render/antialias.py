@@ -1,22 +1,29 @@
 """Silhouette anti-aliasing with gradients to the vertex positions (nvdiffrast-style edge blending).
 
-Hard rasterization gives no gradient where the mesh boundary moves across pixels. ``antialias`` finds every
-pair of neighbouring pixels (horizontal and vertical) with different triangles where a *silhouette edge* of the
-front triangle crosses the segment between the two pixel centres, and blends the two colours by how far the
-edge reaches: with ``t`` the crossing position measured from the front pixel's centre (0..1 pixel),
+Hard rasterization gives no gradient where the mesh boundary moves across pixels. ``antialias`` finds pairs of
+neighbouring pixels (horizontal or vertical) that a visible *silhouette edge* crosses between their centres, and
+blends the two colours by how far the edge reaches: with ``t`` the crossing position measured from the centre of
+the pixel on the surface's side (the front pixel), 0..1 pixel,
 
 * ``t > 0.5``: the front surface covers ``t - 0.5`` of the back pixel: ``c_back += (c_front - c_back)(t - 0.5)``;
 * ``t < 0.5``: the front pixel is ``0.5 - t`` uncovered: ``c_front += (c_back - c_front)(0.5 - t)``.
 
 ``t`` is computed in torch from the edge's two vertices, so colour differences across the silhouette pull the
-vertices (and the colours get their gradients as usual). Each edge is handled along one axis only, the
-one it is more perpendicular to (horizontal pairs for steep edges, vertical pairs for flat ones), so that
-coverage is not counted twice: the blended coverage of a polygon then matches its area closely. The selection
-of pairs is not differentiable: numba on CPU, torch elsewhere; both give the same pairs.
+vertices (and the colours get their gradients as usual).
+
+Which pairs: a silhouette edge is an edge whose two faces face opposite ways on screen, or a boundary edge (one
+face); both its faces lie on one side of it on screen (the front side). Every silhouette edge is walked along
+the pixel rows it crosses if it is steep (horizontal pairs) or along the columns if it is flat (vertical pairs),
+so each edge's coverage is counted once and the blended coverage of a polygon matches its area closely. A
+crossing is kept when the pixel on the front side is covered and the other pixel is background or shows
+something farther than the edge there (otherwise the edge is hidden). When several edges cross one pixel pair,
+the nearest is used. Walking edges rather than pixels (nvdiffrast searches the front pixel's triangle) also
+catches silhouettes made of slivers that cover no pixel centre, common on dense meshes at low resolution.
+The selection is not differentiable: numba on CPU, torch elsewhere; both give the same pairs.
 
 Composite the background *before* calling ``antialias`` (it blends with what is in the image). To get a soft,
-differentiable coverage mask, anti-alias the alpha channel along with the colour: ``antialias(cat([rgb,
-mask]), ...)``; :func:`soft_mask` does just that for the mask alone.
+differentiable coverage mask, anti-alias the alpha channel along with the colour (``render_mesh`` does);
+:func:`soft_mask` does just that for the mask alone.
 """
 
 from __future__ import annotations
@@ -83,14 +90,8 @@ def _silhouette_flags_torch(v: torch.Tensor, faces: torch.Tensor, nbr: torch.Ten
     return (nbr < 0).unsqueeze(0) | (sign_nb != sign.unsqueeze(-1))  # (B,F,3)
 
 
-def _shares_vertex_torch(faces: torch.Tensor, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    a = faces[f.clamp(min=0)]  # (K,3)
-    b = faces[g.clamp(min=0)]
-    return (a.unsqueeze(2) == b.unsqueeze(1)).flatten(1).any(1) & (f >= 0) & (g >= 0)
-
-
 def _find_pairs_torch(verts_px: torch.Tensor, faces: torch.Tensor, nbr: torch.Tensor, tri: torch.Tensor,
-                      zbuf: torch.Tensor, tol: torch.Tensor):
+                      zbuf: torch.Tensor):
     """Reference implementation of ``_aa_numba.find_pairs`` (same rules, same float64 arithmetic, same order)."""
     B, H, W = tri.shape
     V = verts_px.shape[1]
@@ -101,7 +102,6 @@ def _find_pairs_torch(verts_px: torch.Tensor, faces: torch.Tensor, nbr: torch.Te
     fidx = torch.arange(F, device=dev).view(1, F, 1)
     keep = sil & ((nbr < 0) | (nbr > fidx))  # a shared edge is walked once, from its higher-index face
     bb, ff, kk = torch.nonzero(keep, as_tuple=True)  # sorted like the numba loops
-    gg = nbr[ff, kk]
     va = faces[ff, kk]
     vb = faces[ff, (kk + 1) % 3]
     vc = faces[ff, (kk + 2) % 3]
@@ -114,9 +114,10 @@ def _find_pairs_torch(verts_px: torch.Tensor, faces: torch.Tensor, nbr: torch.Te
     steep = (xb - xa).abs() <= (yb - ya).abs()
     lo = torch.where(steep, torch.minimum(ya, yb), torch.minimum(xa, xb))
     hi = torch.where(steep, torch.maximum(ya, yb), torch.maximum(xa, xb))
-    n_lines = torch.where(steep, H, W)
+    n_lines = torch.where(steep, float(H), float(W)).to(torch.float64)
+    n_along = torch.where(steep, float(W), float(H)).to(torch.float64)
     j0 = torch.ceil(lo - 0.5).clamp(min=0)
-    j1 = torch.minimum(torch.ceil(hi - 0.5) - 1, (n_lines - 1).to(torch.float64))
+    j1 = torch.minimum(torch.ceil(hi - 0.5) - 1.0, n_lines - 1.0)  # line centres in [lo, hi)
     cnt = torch.where(ok, (j1 - j0 + 1).clamp(min=0), torch.zeros_like(j0)).to(torch.int64)
     e = torch.repeat_interleave(torch.arange(cnt.numel(), device=dev), cnt)  # edge of each crossing
     first = torch.cumsum(cnt, 0) - cnt
@@ -125,79 +126,71 @@ def _find_pairs_torch(verts_px: torch.Tensor, faces: torch.Tensor, nbr: torch.Te
     st = steep[e]
     xa_, ya_, za_, xb_, yb_, zb_ = xa[e], ya[e], za[e], xb[e], yb[e], zb[e]
     r = torch.where(st, (cen - ya_) / (yb_ - ya_), (cen - xa_) / (xb_ - xa_))
-    c = torch.where(st, xa_ + (cen - ya_) * (xb_ - xa_) / (yb_ - ya_), ya_ + (cen - xa_) * (yb_ - ya_) / (xb_ - xa_))
-    n_along = torch.where(st, W, H)
-    i = torch.floor(c - 0.5)
-    valid = (i >= 0) & (i + 1 < n_along)
-    i = i.to(torch.int64).clamp(min=0)
+    c = torch.where(st, xa_ + (cen - ya_) * (xb_ - xa_) / (yb_ - ya_),
+                    ya_ + (cen - xa_) * (yb_ - ya_) / (xb_ - xa_))
+    ifl = torch.floor(c - 0.5)  # pixel centres i + 0.5 <= c < i + 1.5
+    valid = (ifl >= 0) & (ifl + 1.0 < n_along[e])
+    i = torch.where(valid, ifl, torch.zeros_like(ifl)).to(torch.int64)
     up = i.to(torch.float64) + 1.5
     e_hi = torch.where(st, (xb_ - xa_) * (cen - ya_) - (yb_ - ya_) * (up - xa_),
                        (xb_ - xa_) * (up - ya_) - (yb_ - ya_) * (cen - xa_))
     hi_inside = e_hi * side[e] > 0
-    ip = torch.where(hi_inside, i + 1, i).clamp(max=max(H, W) - 1)
-    iq = torch.where(hi_inside, i, i + 1).clamp(max=max(H, W) - 1)
+    ip = torch.where(hi_inside, i + 1, i)
+    iq = torch.where(hi_inside, i, i + 1)
     b_ = bb[e]
-    jr = j.clamp(max=max(H, W) - 1)
-    pp = torch.where(st, (b_ * H + jr) * W + ip, (b_ * H + ip) * W + jr)
-    qq = torch.where(st, (b_ * H + jr) * W + iq, (b_ * H + iq) * W + jr)
-    pmin = torch.where(st, (b_ * H + jr) * W + i, (b_ * H + i) * W + jr)
+    pp = torch.where(st, (b_ * H + j) * W + ip, (b_ * H + ip) * W + j)
+    qq = torch.where(st, (b_ * H + j) * W + iq, (b_ * H + iq) * W + j)
+    pmin = torch.where(st, (b_ * H + j) * W + i, (b_ * H + i) * W + j)
     P = B * H * W
-    pp, qq, pmin = pp.clamp(max=P - 1), qq.clamp(max=P - 1), pmin.clamp(max=P - 1)
     tri_f = tri.reshape(-1)
     z_f = zbuf.reshape(-1)
-    tp, tq = tri_f[pp], tri_f[qq]
-    zp, zq = z_f[pp], z_f[qq]
-    f_, g_ = ff[e], gg[e]
-    adj_p = _shares_vertex_torch(faces, tp, f_) | _shares_vertex_torch(faces, tp, g_)
+    tp = tri_f[pp.clamp(0, P - 1)]
+    tq = tri_f[qq.clamp(0, P - 1)]
+    zq = z_f[qq.clamp(0, P - 1)].to(torch.float64)
     ze = za_ + r * (zb_ - za_)
-    vis_p = adj_p | ~(zp.to(torch.float64) < ze - tol[b_])
-    adj_q = _shares_vertex_torch(faces, tq, f_) | _shares_vertex_torch(faces, tq, g_)
-    q_ok = (tq < 0) | ((zq > zp) & ~adj_q)
-    good = valid & (tp >= 0) & vis_p & q_ok
+    good = valid & (tp >= 0) & ((tq < 0) | (zq > ze))
     axis = torch.where(st, 0, 1)
     pos = torch.nonzero(good).squeeze(1)
+    if pos.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        return (empty,) * 5
     key = pmin[pos] * 2 + axis[pos]
-    # keep the first crossing of each pixel pair, as the numba kernel's "used" marks do
+    # one entry per pixel pair, placed at its first crossing (as the numba kernel's slots), holding the
+    # nearest crossing edge (ties: the first)
     uniq, inv = torch.unique(key, return_inverse=True)
+    order = torch.arange(pos.numel(), device=dev)
     first_pos = torch.full((uniq.numel(),), pos.numel(), dtype=torch.int64, device=dev)
-    first_pos.scatter_reduce_(0, inv, torch.arange(pos.numel(), device=dev), reduce="amin")
-    sel = pos[torch.sort(first_pos).values]
+    first_pos.scatter_reduce_(0, inv, order, reduce="amin")
+    zsel = ze[pos]
+    best_z = torch.full((uniq.numel(),), torch.inf, dtype=torch.float64, device=dev)
+    best_z.scatter_reduce_(0, inv, zsel, reduce="amin")
+    is_best = zsel == best_z[inv]
+    best_pos = torch.full((uniq.numel(),), pos.numel(), dtype=torch.int64, device=dev)
+    best_pos.scatter_reduce_(0, inv[is_best], order[is_best], reduce="amin")
+    slots = torch.argsort(first_pos)
+    sel = pos[best_pos[slots]]
     return (pp[sel], qq[sel], b_[sel] * V + va[e][sel], b_[sel] * V + vb[e][sel], axis[sel].to(torch.int64))
 
 
-def _depth_tolerance(zbuf: torch.Tensor, rel: float) -> torch.Tensor:
-    """(B,) tolerance = rel * depth range of the visible surface of each image (float64)."""
-    z = zbuf.reshape(zbuf.shape[0], -1).to(torch.float64)
-    finite = torch.isfinite(z)
-    zmax = torch.where(finite, z, torch.full_like(z, -torch.inf)).amax(1)
-    zmin = torch.where(finite, z, torch.full_like(z, torch.inf)).amin(1)
-    span = torch.where(finite.any(1), zmax - zmin, torch.zeros_like(zmax))
-    return rel * span
-
-
-def silhouette_pairs(frags: Fragments, verts_px: torch.Tensor, faces: torch.Tensor, *, backend: str = "auto",
-                     depth_tol: float = 0.02):
+def silhouette_pairs(frags: Fragments, verts_px: torch.Tensor, faces: torch.Tensor, *, backend: str = "auto"):
     """The pixel pairs that anti-aliasing blends (not differentiable).
 
     Returns ``(front_pix, back_pix, edge_a, edge_b, axis)``: (K,) int64 tensors; pixels are flat indices into
     B*H*W, edge vertices are ``b * V + v`` indices into ``verts_px.reshape(-1, 3)``, axis 0 = horizontal pair.
-    ``depth_tol`` is relative to the depth range of each image (visibility test of edges, see module doc).
     """
     faces = faces.to(device=verts_px.device, dtype=torch.int64)
     nbr = mesh_edge_neighbours(faces)
-    tol = _depth_tolerance(frags.zbuf, depth_tol)
     if backend == "auto":
         backend = "numba" if verts_px.device.type == "cpu" and _numba_available() else "torch"
     if backend == "numba":
         from flamefit.render._aa_numba import find_pairs
 
         out = find_pairs(verts_px.detach().cpu().numpy(), faces.cpu().numpy(), nbr.cpu().numpy(),
-                         frags.tri_id.cpu().numpy(), frags.zbuf.cpu().numpy(), tol.cpu().numpy())
-        out = torch.from_numpy(out).to(verts_px.device)
-        return tuple(out.unbind(0))
+                         frags.tri_id.cpu().numpy(), frags.zbuf.cpu().numpy())
+        return tuple(torch.from_numpy(out).to(verts_px.device).unbind(0))
     if backend == "torch":
         with torch.no_grad():
-            return _find_pairs_torch(verts_px, faces, nbr, frags.tri_id, frags.zbuf, tol)
+            return _find_pairs_torch(verts_px, faces, nbr, frags.tri_id, frags.zbuf)
     raise ValueError(f"unknown antialias backend {backend!r}; use 'auto', 'numba' or 'torch'")
 
 

@@ -16,27 +16,20 @@ from flamefit.render._ops import Interpolate
 from flamefit.render.rasterize import Fragments
 
 
-def interpolate_cols(attr_t: torch.Tensor, faces: torch.Tensor, frags: Fragments, batched: bool) -> torch.Tensor:
-    """Structure-of-arrays core: ``attr_t`` (C, B*V) when ``batched`` (column b*V + v), else (C, V) shared by
-    the batch -> (C,N)."""
-    faces = faces.to(device=frags.pix.device, dtype=torch.int64)
-    vidx = faces.t().index_select(1, frags.pix_tri)  # (3,N)
-    if batched and frags.batch > 1:
-        vidx = vidx + frags.pix_batch * (attr_t.shape[1] // frags.batch)
-    return Interpolate.apply(attr_t, vidx, frags.pix_bary_t.to(attr_t.dtype))
-
-
 def interpolate_t(attr: torch.Tensor, faces: torch.Tensor, frags: Fragments) -> torch.Tensor:
     """Packed, structure-of-arrays result (C,N) (the fastest form to keep computing on)."""
+    faces = faces.to(device=frags.pix.device, dtype=torch.int64)
+    vidx = faces.t().index_select(1, frags.pix_tri)  # (3,N)
     if attr.dim() == 3 and attr.shape[0] == 1:
         attr = attr[0]
     if attr.dim() == 3:
         if attr.shape[0] != frags.batch:
             raise ValueError(f"attribute batch {attr.shape[0]} does not match the rasterized batch {frags.batch}")
-        return interpolate_cols(attr.reshape(-1, attr.shape[-1]).t(), faces, frags, batched=True)
-    if attr.dim() != 2:
+        vidx = vidx + frags.pix_batch * attr.shape[1]
+        attr = attr.reshape(-1, attr.shape[-1])
+    elif attr.dim() != 2:
         raise ValueError(f"attribute must be (B,V,C) or (V,C), got {tuple(attr.shape)}")
-    return interpolate_cols(attr.t(), faces, frags, batched=False)
+    return Interpolate.apply(attr, vidx, frags.pix_bary_t.to(attr.dtype))
 
 
 def interpolate(attr: torch.Tensor, faces: torch.Tensor, frags: Fragments, *, packed: bool = False

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 
 from flamefit.render.antialias import antialias as _antialias
-from flamefit.render.interpolate import interpolate_cols, interpolate_t
+from flamefit.render.interpolate import interpolate_t
 from flamefit.render.rasterize import Fragments, rasterize
-from flamefit.render.shade import sh_shading_packed, vertex_normals_t
+from flamefit.render.shade import sh_shading_packed, vertex_normals
 from flamefit.render.texture import texture_packed
 from flamefit.render.visibility import vertex_visibility
 
@@ -59,7 +59,7 @@ class RenderOutput:
     def normals(self) -> torch.Tensor:
         n = self._normals_raw
         if n is None:
-            n = interpolate_cols(vertex_normals_t(self._verts_cam, self.faces), self.faces, self.frags, batched=True)
+            n = interpolate_t(vertex_normals(self._verts_cam, self.faces), self.faces, self.frags)
         return self.frags.unpack_t(_normalize_t(n))
 
     @functools.cached_property
@@ -115,13 +115,13 @@ def render_mesh(verts_world: torch.Tensor, faces: torch.Tensor, camera, *, albed
     # one gather for everything per-vertex; per-pixel values are (C,N) "structure of arrays"
     cols = []
     if albedo is not None:
-        cols.append(albedo.to(verts_world.dtype).expand(B, V, albedo.shape[-1]).reshape(B * V, -1).t())
+        cols.append(albedo.to(verts_world.dtype).expand(B, V, albedo.shape[-1]))
     if sh is not None:
-        cols.append(vertex_normals_t(verts_cam, faces))
+        cols.append(vertex_normals(verts_cam, faces))
     normals_raw = None
     uv_t = None
     if cols:
-        per_pix = interpolate_cols(torch.cat(cols, 0) if len(cols) > 1 else cols[0], faces, frags, batched=True)
+        per_pix = interpolate_t(torch.cat(cols, -1) if len(cols) > 1 else cols[0], faces, frags)
     if albedo is not None:
         color = per_pix[: albedo.shape[-1]]
     elif texture is not None:
@@ -132,7 +132,8 @@ def render_mesh(verts_world: torch.Tensor, faces: torch.Tensor, camera, *, albed
         color = verts_world.new_ones(3, frags.pix.shape[0])
     if sh is not None:
         normals_raw = per_pix[-3:]
-        color = color * sh_shading_packed(_normalize_t(normals_raw), sh.to(verts_world.dtype), frags.counts)
+        color = color * sh_shading_packed(_normalize_t(normals_raw), sh.to(verts_world.dtype), frags.counts,
+                                          frags.pix_batch)
 
     # colour and coverage in one 4-channel image: one scatter, one anti-aliasing pass
     rgba_t = torch.cat([color, color.new_ones(1, color.shape[1])], 0)

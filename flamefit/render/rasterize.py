@@ -184,10 +184,11 @@ def rasterize(verts_px: torch.Tensor, faces: torch.Tensor, height: int, width: i
             pix_x = rem - pix_y * width
         else:
             raise ValueError(f"unknown rasterizer backend {backend!r}; use 'auto', 'numba' or 'torch'")
+    pix_x, pix_y = pix_x.to(torch.int64), pix_y.to(torch.int64)
     bary_t, depth = _barycentrics(verts_px, faces, pix_tri, pix_batch, pix_x, pix_y, perspective_correct)
-    return Fragments(pix=pix, pix_tri=pix_tri, pix_batch=pix_batch, pix_x=pix_x.to(torch.int64),
-                     pix_y=pix_y.to(torch.int64), pix_bary_t=bary_t, pix_depth=depth, batch=B, height=height,
-                     width=width, perspective_correct=perspective_correct, _tri_image=tri_img, _zbuf=zbuf)
+    return Fragments(pix=pix, pix_tri=pix_tri, pix_batch=pix_batch, pix_x=pix_x, pix_y=pix_y, pix_bary_t=bary_t,
+                     pix_depth=depth, batch=B, height=height, width=width, perspective_correct=perspective_correct,
+                     _tri_image=tri_img, _zbuf=zbuf)
 
 
 # ------------------------------------------------------------------------------------------ barycentrics
@@ -206,9 +207,7 @@ def _barycentrics(verts_px: torch.Tensor, faces: torch.Tensor, pix_tri: torch.Te
     F = faces.shape[0]
     cidx = corner_index(faces, B, V)
     gidx = pix_batch * F + pix_tri if B > 1 else pix_tri
-    dtype = verts_px.dtype
-    return RasterBary.apply(verts_px, cidx, gidx, pix_x.to(dtype) + 0.5, pix_y.to(dtype) + 0.5,
-                            bool(perspective_correct))
+    return RasterBary.apply(verts_px, cidx, gidx, pix_x, pix_y, bool(perspective_correct))
 
 
 # ------------------------------------------------------------------------------------------ visibility

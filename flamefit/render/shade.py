@@ -38,17 +38,11 @@ def face_normals(verts: torch.Tensor, faces: torch.Tensor, *, normalize: bool = 
     return torch.nn.functional.normalize(n, dim=-1, eps=1e-20) if normalize else n
 
 
-def vertex_normals_t(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals as (3, B*V) (structure of arrays; what ``interpolate_t`` takes)."""
-    B, V, _ = verts.shape
-    faces = faces.to(device=verts.device, dtype=torch.int64)
-    return VertexNormals.apply(verts, corner_index(faces, B, V))
-
-
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Area-weighted vertex normals (B,V,3), unit length (zero for unused vertices)."""
     B, V, _ = verts.shape
-    return vertex_normals_t(verts, faces).t().reshape(B, V, 3)
+    faces = faces.to(device=verts.device, dtype=torch.int64)
+    return VertexNormals.apply(verts, corner_index(faces, B, V)).view(B, V, 3)
 
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
@@ -79,10 +73,15 @@ def _as_sh9c(sh: torch.Tensor) -> torch.Tensor:
     return sh
 
 
-def sh_shading_packed(normals: torch.Tensor, sh: torch.Tensor, counts: list[int]) -> torch.Tensor:
+def sh_shading_packed(normals: torch.Tensor, sh: torch.Tensor, counts: list[int],
+                      batch_index: torch.Tensor | None = None) -> torch.Tensor:
     """Packed, structure-of-arrays variant: unit normals (3,N) whose pixels are grouped by image with
-    ``counts[b]`` pixels for image b (``frags.counts``), sh (B,9) or (B,9,C) -> (C,N)."""
+    ``counts[b]`` pixels for image b (``frags.counts``), sh (B,9) or (B,9,C) -> (C,N). ``batch_index`` (N,)
+    (``frags.pix_batch``) is derived from ``counts`` when not given."""
     sh = _as_sh9c(sh).to(normals.dtype)
     if sh.shape[0] > 1 and len(counts) != sh.shape[0]:
         raise ValueError(f"sh has {sh.shape[0]} images but the pixels come from {len(counts)}")
-    return SHShading.apply(normals.contiguous(), sh, counts)
+    if batch_index is None:
+        batch_index = torch.repeat_interleave(torch.arange(len(counts), device=normals.device),
+                                              torch.tensor(counts, device=normals.device))
+    return SHShading.apply(normals.contiguous(), sh, counts, batch_index)

@@ -53,7 +53,8 @@ def synthetic_setup(synthetic_model_path):
     from flamefit.model.landmarks import MeshLandmarks
     from flamefit.model.texture_space import TextureSpace
 
-    model = FlameModel(read_flame_file(synthetic_model_path))
+    data = read_flame_file(synthetic_model_path)
+    model = FlameModel(data, n_shape=data.n_shape_total, n_expr=10)
     v = model.v_template.numpy()
     f = model.faces.numpy()
     rng = np.random.default_rng(0)

@@ -129,9 +129,10 @@ def test_fit_texture_keeps_geometry(fitter, case, full_fit, tmp_path):
 
 
 def test_free_albedo_and_shared_light(standin, case):
-    model, lmk, _ = standin
-    f = Fitter(model, texture_space=None, landmarks68=lmk,
-               config=fast_config("texture.light=sh9", "offset.iters=0"))
+    model, lmk, ts = standin
+    # texture.mode=free: the texture file only lends its UV layout
+    f = Fitter(model, texture_space=ts, landmarks68=lmk,
+               config=fast_config("texture.light=sh9", "offset.iters=0", "texture.mode=free"))
     raw = f.fit(case.target)
     assert raw.params.light.shape == (1, 9, 1) and raw.params.tex.shape == (1, 0)
     assert raw.params.tex_offset is not None and float(raw.params.tex_offset.abs().max()) > 0
