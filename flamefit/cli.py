@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="flamefit", standalone_mode=False)
+        # Without standalone mode, click returns what ctx.exit(n) was given instead of exiting.
+        result = cli.main(args=args, prog_name="flamefit", standalone_mode=False)
     except FlamefitError as exc:
         if debug:
             raise
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

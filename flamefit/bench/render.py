@@ -82,12 +82,43 @@ def _scene(verts, batch: int, size: int, device: str):
     Ry = torch.stack([torch.stack([c, z, s], -1), torch.stack([z, o, z], -1), torch.stack([-s, z, c], -1)], -2)
     centre = 0.5 * (verts.amin(0) + verts.amax(0))
     v = torch.matmul(verts - centre, Ry.transpose(1, 2))
-    extent = float((verts.amax(0) - verts.amin(0))[:2].max())
-    dist = 1.75 * extent / (2 * math.tan(math.radians(15)))
+    dist = _distance_for_coverage(verts - centre, 0.55)  # the hull overestimates the mesh a little
     R, t = look_at(torch.tensor([[0.0, 0.0, dist]]), torch.zeros(1, 3))
     cam = camera_from_fov(math.radians(30), size, size, R=R.expand(batch, 3, 3).contiguous(),
                           t=t.expand(batch, 3).contiguous())
     return v.to(device), cam.to(device)
+
+
+def _distance_for_coverage(verts, target: float, faces=None) -> float:
+    """Camera distance (30 degree fov, looking down -z at the origin) at which the mesh covers ``target`` of
+    the frame; bisection on a 128x128 mask of the vertices' convex outline, which is close enough here."""
+    import torch
+
+    from flamefit.render import camera_from_fov, look_at
+
+    lo, hi = 0.05, 50.0
+    for _ in range(30):
+        mid = math.sqrt(lo * hi)
+        R, t = look_at(torch.tensor([[0.0, 0.0, mid]]), torch.zeros(1, 3))
+        p = camera_from_fov(math.radians(30), 128, 128, R=R, t=t).project(verts[None])[0, :, :2]
+        cov = _hull_coverage(p, 128)
+        lo, hi = (mid, hi) if cov > target else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
+def _hull_coverage(points, size: int) -> float:
+    import numpy as np
+    from scipy.spatial import ConvexHull, QhullError
+
+    pts = points.detach().numpy().astype(np.float64)
+    try:
+        hull = ConvexHull(pts)
+    except QhullError:
+        return 0.0
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    grid = np.stack([xs.ravel(), ys.ravel()], 1)
+    inside = np.all(grid @ hull.equations[:, :2].T + hull.equations[:, 2] <= 0, axis=1)
+    return float(inside.mean())
 
 
 def _workload(verts, faces, cam, device: str, backend: str):

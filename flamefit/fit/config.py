@@ -82,7 +82,8 @@ class TextureConfig:
 
 @dataclass
 class FitConfig:
-    """Single-image fitting. Stages run rigid -> landmarks -> photometric -> offset (texel offset on)."""
+    """Single-image fitting. Stages: rigid -> landmarks -> appearance (texture + light, geometry frozen) ->
+    photometric (everything) -> offset (texel offset on, geometry frozen)."""
 
     resolution: int = 224  # internal square fitting resolution (pixels)
     crop_scale: float = 1.7  # crop side = crop_scale * landmark bounding-box side
@@ -91,7 +92,8 @@ class FitConfig:
     robust_scale: float = 0.1  # photometric Geman-McClure/Cauchy scale (RGB units)
     rigid: StageConfig = field(default_factory=lambda: StageConfig(iters=30, lr=0.005))
     landmarks: StageConfig = field(default_factory=lambda: StageConfig(iters=120, lr=0.02))
-    photometric: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.025))
+    appearance: StageConfig = field(default_factory=lambda: StageConfig(iters=20, lr=0.05))
+    photometric: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.04))
     offset: StageConfig = field(default_factory=lambda: StageConfig(iters=40, lr=0.01))
     texture_only: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.01))  # fit-texture
     init: InitConfig = field(default_factory=InitConfig)
@@ -226,7 +228,7 @@ def validate_config(cfg: FitConfig) -> None:
         raise ConfigError(f"texture.mode must be 'auto', 'pca' or 'free', not {cfg.texture.mode!r}")
     if cfg.texture.light not in ("sh9", "sh9x3"):
         raise ConfigError(f"texture.light must be 'sh9' or 'sh9x3', not {cfg.texture.light!r}")
-    for name in ("rigid", "landmarks", "photometric", "offset", "texture_only"):
+    for name in ("rigid", "landmarks", "appearance", "photometric", "offset", "texture_only"):
         stage = getattr(cfg, name)
         if stage.iters < 0 or stage.lr <= 0:
             raise ConfigError(f"{name}: iters must be >= 0 and lr > 0 (got {stage.iters}, {stage.lr})")

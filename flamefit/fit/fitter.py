@@ -36,8 +36,8 @@ from flamefit.model.texture_space import (
 
 # Adam learning-rate multipliers per parameter (the stage lr x this): parameters have very different scales.
 _LR_SCALE = {
-    "global_pose": 0.5, "neck_pose": 0.25, "jaw_pose": 0.5, "eye_pose": 0.5, "translation": 0.05,
-    "cam_translation": 0.05, "focal_px": 100.0, "shape": 2.5, "expression": 2.5, "tex": 2.5, "light": 2.5,
+    "global_pose": 0.1, "neck_pose": 0.05, "jaw_pose": 0.2, "eye_pose": 0.2, "translation": 0.02,
+    "cam_translation": 0.02, "focal_px": 100.0, "shape": 2.5, "expression": 2.5, "tex": 2.5, "light": 2.5,
     "tex_offset": 0.5,
 }
 
@@ -329,12 +329,12 @@ class Fitter:
                 params.tex_offset = None
         init_s = time.perf_counter() - t0
         logs = []
-        order = stages or ("rigid", "landmarks", "photometric", "offset")
+        order = stages or ("rigid", "landmarks", "appearance", "photometric", "offset")
         for name in order:
             stage_cfg: StageConfig = getattr(self.cfg, "texture_only" if name == "texture" else name)
             if stage_cfg.iters <= 0:
                 continue
-            if name in ("photometric", "offset", "texture") and self.vt is None:
+            if name in ("appearance", "photometric", "offset", "texture") and self.vt is None:
                 raise ConfigError("photometric fitting needs a UV layout (texture space or model UVs)")
             if name == "offset" and not self.cfg.texture.offset:
                 continue
@@ -355,6 +355,9 @@ class Fitter:
             if self.free_albedo:
                 app.append("tex_offset")
             return geo + app
+        if name == "appearance":  # geometry frozen: colours first, so shading does not bend the shape early
+            app = ["light"] + (["tex"] if self.texture_space.n_components else [])
+            return app + (["tex_offset"] if self.free_albedo else [])
         if name == "offset":
             return ["light", "tex_offset"] + (["tex"] if self.texture_space.n_components else [])
         if name == "texture":
@@ -368,7 +371,7 @@ class Fitter:
 
     def _run_stage(self, name: str, params: FlameParams, data: dict, stage_cfg: StageConfig, callback=None):
         t0 = time.perf_counter()
-        photometric = name in ("photometric", "offset", "texture")
+        photometric = name in ("appearance", "photometric", "offset", "texture")
         free = self._free_names(name)
         if "tex_offset" in free:
             self._ensure_offset(params)
@@ -416,7 +419,7 @@ class Fitter:
         w = self.cfg.weights
         size = float(self.cfg.resolution)
         terms: dict[str, torch.Tensor] = {}
-        geometry = stage not in ("offset", "texture")
+        geometry = stage not in ("appearance", "offset", "texture")
         verts, _ = self.vertices(params)
         K = params.intrinsics()
         if geometry:
@@ -437,10 +440,12 @@ class Fitter:
                 terms["jaw_prior"] = w.jaw_prior * L.l2_prior(params.jaw_pose)
                 terms["neck_prior"] = w.neck_prior * L.l2_prior(params.neck_pose)
                 terms["eye_pose_prior"] = w.eye_pose_prior * L.l2_prior(params.eye_pose)
-        if stage in ("photometric", "offset", "texture"):
+        if stage in ("appearance", "photometric", "offset", "texture"):
             out = self.render(params, verts, (self.cfg.resolution, self.cfg.resolution))
             mask = self._photo_mask(data) * out.alpha[..., 0]
-            terms["photo"] = w.photo * L.photometric_loss(out.rgb, data["image"], mask, self.cfg.robust_scale)
+            # a camera clips at white: compare the clipped render (saturated pixels then carry no gradient)
+            rgb = out.rgb.clamp(0.0, 1.0)
+            terms["photo"] = w.photo * L.photometric_loss(rgb, data["image"], mask, self.cfg.robust_scale)
             terms["light_prior"] = w.light_prior * L.light_prior(params.light)
             if params.tex.numel():
                 terms["tex_prior"] = w.tex_prior * L.l2_prior(params.tex)

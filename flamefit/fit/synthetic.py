@@ -77,8 +77,8 @@ def random_params(fitter: Fitter, rng: np.random.Generator, height: int, width: 
     p.eye_pose = t(rng.normal(0, 0.05, (1, 6)))
     p.tex = t(rng.normal(0, 1.0, (1, n_t)))
     light = np.zeros((1, 9, 3))
-    light[0, 0] = math.sqrt(4 * math.pi) * rng.uniform(0.7, 1.0) * rng.uniform(0.9, 1.1, 3)
-    light[0, 1:4] = rng.normal(0, 0.35, (3, 1)) * np.ones((1, 3))
+    light[0, 0] = math.sqrt(4 * math.pi) * rng.uniform(0.6, 0.85) * rng.uniform(0.9, 1.1, 3)
+    light[0, 1:4] = rng.normal(0, 0.3, (3, 1)) * np.ones((1, 3))
     light[0, 4:] = rng.normal(0, 0.1, (5, 1)) * np.ones((1, 3))
     p.light = t(light)
     # face spans about half of the image

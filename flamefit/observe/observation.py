@@ -76,7 +76,16 @@ def observe(
         src = source or "<image>"
         image = to_float_rgb(image_or_path, src)
     det: Detection = detect_landmarks(image, select=select, source=src, detector=detector)
-    lmks = det.lmks_dense.astype(np.float32)
+    return observation_from_detection(image, det, mask=mask, mask_backend=mask_backend,
+                                      bisenet_weights=bisenet_weights, source=src)
+
+
+def observation_from_detection(image, detection: Detection, *, mask: bool = True, mask_backend: str = "landmarks",
+                               bisenet_weights=None, source: str = "<image>") -> Observation:
+    """An :class:`Observation` from an image and a :class:`Detection` of it (e.g. a video frame and
+    ``FaceTracker.track(frame)``): adds the 68 points and the skin mask."""
+    image = to_float_rgb(image, source)
+    lmks = detection.lmks_dense.astype(np.float32)
     if mask:
         m = skin_mask(image, lmks, backend=mask_backend, bisenet_weights=bisenet_weights)
     else:
@@ -85,8 +94,8 @@ def observe(
         image=image,
         lmks_dense=lmks,
         lmks_68=dense_to_68(lmks).astype(np.float32),
-        confidence=float(det.confidence),
+        confidence=float(detection.confidence),
         mask=m,
-        source=src,
-        bbox=det.bbox.astype(np.float32),
+        source=source,
+        bbox=detection.bbox.astype(np.float32),
     )

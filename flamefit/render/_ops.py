@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -67,7 +68,26 @@ class RasterBary(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, verts, cidx, gidx, px, py, perspective: bool):
+    def forward(ctx, verts, cidx, gidx, px, py, perspective: bool, faces=None):
+        ctx.perspective = perspective
+        ctx.shape = verts.shape
+        if faces is not None and _numba_for(verts):
+            from flamefit.render import _pixel_numba as pn
+
+            verts_c = verts.detach().contiguous()
+            M = cidx.shape[1]
+            coef = verts.new_empty(M, 11)
+            inv_area = verts.new_empty(M)
+            pn.face_coefs(verts_c.numpy(), faces.numpy(), perspective, coef.numpy(), inv_area.numpy())
+            N = gidx.shape[0]
+            bary = coef.new_empty(3, N)
+            depth = coef.new_empty(N)
+            pn.bary_forward(coef.numpy(), gidx.numpy(), px.numpy(), py.numpy(), perspective, bary.numpy(),
+                            depth.numpy())
+            ctx.save_for_backward(verts_c, faces, coef, inv_area, gidx, px, py, bary, depth)
+            ctx.numba = True
+            return bary, depth
+        ctx.numba = False
         corners = _gather_corners(verts, cidx)
         X, Y, Z = corners[0], corners[1], corners[2]  # (3,M) each: rows = corners
         a = torch.stack([Y[1] - Y[2], Y[2] - Y[0], Y[0] - Y[1]])  # d area / d x_i
@@ -85,37 +105,30 @@ class RasterBary(torch.autograd.Function):
             torch.reciprocal(Z, out=coef[8:11])
         else:
             coef[8:11] = Z
-        N = gidx.shape[0]
-        if _numba_for(coef):
-            from flamefit.render import _pixel_numba as pn
-
-            bary = coef.new_empty(3, N)
-            depth = coef.new_empty(N)
-            pn.bary_forward(coef.t().numpy(), gidx.numpy(), px.numpy(), py.numpy(), perspective, bary.numpy(),
-                            depth.numpy())
-        else:
-            bary, depth = _bary_pixels_torch(coef, gidx, px, py, perspective)
+        bary, depth = _bary_pixels_torch(coef, gidx, px, py, perspective)
         ctx.save_for_backward(coef, gidx, px, py, bary, depth, cidx, a, bb, ia)
-        ctx.perspective = perspective
-        ctx.shape = verts.shape
         return bary, depth
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_bary, g_depth):
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            verts, faces, coef, inv_area, gidx, px, py, bary, depth = ctx.saved_tensors
+            g_bary = torch.zeros_like(bary) if g_bary is None else g_bary.contiguous()
+            g_depth = torch.zeros_like(depth) if g_depth is None else g_depth.contiguous()
+            gcoef = torch.zeros_like(coef)
+            pn.bary_backward(coef.numpy(), gidx.numpy(), px.numpy(), py.numpy(), ctx.perspective, g_bary.numpy(),
+                             g_depth.numpy(), gcoef.numpy())
+            g_verts = torch.zeros_like(verts)
+            pn.face_coefs_backward(verts.numpy(), faces.numpy(), ctx.perspective, coef.numpy(), inv_area.numpy(),
+                                   gcoef.numpy(), g_verts.numpy())
+            return g_verts, None, None, None, None, None, None
         coef, gidx, px, py, bary, depth, cidx, a, bb, ia = ctx.saved_tensors
         g_bary = torch.zeros_like(bary) if g_bary is None else g_bary.contiguous()
         g_depth = torch.zeros_like(depth) if g_depth is None else g_depth.contiguous()
-        M = ia.shape[0]
-        if _numba_for(coef):
-            from flamefit.render import _pixel_numba as pn
-
-            gcoef_fm = coef.new_zeros(M, 11)
-            pn.bary_backward(coef.t().numpy(), gidx.numpy(), px.numpy(), py.numpy(), ctx.perspective,
-                             g_bary.numpy(), g_depth.numpy(), gcoef_fm.numpy())
-            gcoef = gcoef_fm.t()
-        else:
-            gcoef = _bary_pixels_backward_torch(coef, gidx, px, py, ctx.perspective, bary, depth, g_bary, g_depth)
+        gcoef = _bary_pixels_backward_torch(coef, gidx, px, py, ctx.perspective, bary, depth, g_bary, g_depth)
         # per face -> corners: coef[0:3] = a * ia, coef[3:6] = bb * ia, ia = 1 / area
         gA, gB = gcoef[0:3], gcoef[3:6]
         t = gA * a + gB * bb
@@ -136,7 +149,7 @@ class RasterBary(torch.autograd.Function):
         wf = coef[8:11]
         gZ = -gcoef[8:11] * wf * wf if ctx.perspective else gcoef[8:11]
         g_verts = _scatter_corners(torch.stack([gX, gY, gZ]), cidx, ctx.shape)
-        return g_verts, None, None, None, None, None
+        return g_verts, None, None, None, None, None, None
 
 
 def _bary_pixels_torch(coef, gidx, px, py, perspective):
@@ -187,7 +200,17 @@ class VertexNormals(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, verts, cidx):
+    def forward(ctx, verts, cidx, faces=None):
+        ctx.numba = faces is not None and _numba_for(verts)
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            verts_c = verts.detach().contiguous()
+            n = torch.empty_like(verts_c)
+            inv = verts_c.new_empty(verts_c.shape[:2])
+            pn.vertex_normals_forward(verts_c.numpy(), faces.numpy(), n.numpy(), inv.numpy())
+            ctx.save_for_backward(verts_c, faces, n, inv)
+            return n.view(-1, 3)
         B, V, _ = verts.shape
         P = _gather_corners(verts, cidx)  # (3 coords, 3 corners, M)
         e1 = P[:, 1] - P[:, 0]
@@ -206,6 +229,14 @@ class VertexNormals(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_n):
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            verts, faces, n, inv = ctx.saved_tensors
+            g_verts = torch.zeros_like(verts)
+            pn.vertex_normals_backward(verts.numpy(), faces.numpy(), n.numpy(), inv.numpy(),
+                                       g_n.contiguous().view_as(n).numpy(), g_verts.numpy())
+            return g_verts, None, None
         e1, e2, n, inv, cidx = ctx.saved_tensors
         g_n = g_n.t().contiguous()
         t = g_n * n
@@ -219,7 +250,7 @@ class VertexNormals(torch.autograd.Function):
         g_e2 = torch.stack([g_fn[1] * e1[2] - g_fn[2] * e1[1], g_fn[2] * e1[0] - g_fn[0] * e1[2],
                             g_fn[0] * e1[1] - g_fn[1] * e1[0]])
         g_corners = torch.stack([-(g_e1 + g_e2), g_e1, g_e2], 1)  # (3 coords, 3 corners, M)
-        return _scatter_corners(g_corners, cidx, ctx.shape), None
+        return _scatter_corners(g_corners, cidx, ctx.shape), None, None
 
 
 class Interpolate(torch.autograd.Function):
@@ -300,8 +331,10 @@ class SHShading(torch.autograd.Function):
 
             sh_c = sh.contiguous()
             out = normals.new_empty(sh.shape[2], normals.shape[1])
-            pn.sh_forward(normals.numpy(), sh_c.numpy(), bidx.numpy(), out.numpy())
-            ctx.save_for_backward(normals, sh_c, bidx)
+            starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            pn.sh_forward(normals.numpy(), sh_c.numpy(), starts, out.numpy())
+            ctx.save_for_backward(normals, sh_c)
+            ctx.starts = starts
             return out
         basis = sh_basis_t(normals)
         if sh.shape[0] == 1:
@@ -318,11 +351,10 @@ class SHShading(torch.autograd.Function):
         if ctx.numba:
             from flamefit.render import _pixel_numba as pn
 
-            normals, sh, bidx = ctx.saved_tensors
+            normals, sh = ctx.saved_tensors
             g_normals = torch.empty_like(normals)
             g_sh = torch.zeros_like(sh)
-            pn.sh_backward(normals.numpy(), sh.numpy(), bidx.numpy(), g_out.numpy(), g_normals.numpy(),
-                           g_sh.numpy())
+            pn.sh_backward(normals.numpy(), sh.numpy(), ctx.starts, g_out.numpy(), g_normals.numpy(), g_sh.numpy())
             return g_normals, g_sh, None, None
         normals, basis, sh = ctx.saved_tensors
         g_normals = g_sh = g_basis = None
@@ -349,13 +381,34 @@ class SHShading(torch.autograd.Function):
         return g_normals, g_sh, None, None
 
 
+def _scatter_cols(values: torch.Tensor, pix: torch.Tensor, out: torch.Tensor) -> None:
+    """out[pix[n], :] = values[:, n] (values (C,N), out (P,C), in place)."""
+    if _numba_for(out) and values.dtype == out.dtype:
+        from flamefit.render import _pixel_numba as pn
+
+        pn.scatter_cols(values.contiguous().numpy(), pix.numpy(), out.numpy())
+    else:
+        out.index_put_((pix,), values.t())
+
+
+def _gather_cols(img: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
+    """(P,C) image rows at pix -> (C,N)."""
+    if _numba_for(img):
+        from flamefit.render import _pixel_numba as pn
+
+        out = img.new_empty(img.shape[1], pix.shape[0])
+        pn.gather_cols(img.contiguous().numpy(), pix.numpy(), out.numpy())
+        return out
+    return img.index_select(0, pix).t()
+
+
 class Unpack(torch.autograd.Function):
     """Packed values (C,N) at flat pixels ``pix`` (N,) over ``base`` (P,C) -> image rows (P,C)."""
 
     @staticmethod
     def forward(ctx, values, pix, base):
         out = base.clone(memory_format=torch.contiguous_format)
-        out.index_put_((pix,), values.t())
+        _scatter_cols(values, pix, out)
         ctx.save_for_backward(pix)
         return out
 
@@ -364,12 +417,123 @@ class Unpack(torch.autograd.Function):
     def backward(ctx, g_out):
         (pix,) = ctx.saved_tensors
         g_values = g_base = None
+        g_out = g_out.contiguous()
         if ctx.needs_input_grad[0]:
-            g_values = g_out.index_select(0, pix).t()
+            g_values = _gather_cols(g_out, pix)
         if ctx.needs_input_grad[2]:
             g_base = g_out.clone()
             g_base[pix] = 0
         return g_values, None, g_base
+
+
+def _crossings(verts, va, vb, horizontal, u_front, s_front, dirn):
+    """Crossing position t (K,) of edges (va, vb) from the front pixel centre, and what its gradient needs."""
+    pa = verts.index_select(0, va)
+    pb = verts.index_select(0, vb)
+    h = horizontal
+    ua = torch.where(h, pa[:, 0], pa[:, 1])
+    sa = torch.where(h, pa[:, 1], pa[:, 0])
+    ub = torch.where(h, pb[:, 0], pb[:, 1])
+    sb = torch.where(h, pb[:, 1], pb[:, 0])
+    den = sb - sa
+    den = torch.where(den == 0, torch.full_like(den, 1e-12), den)  # pairs are selected with den != 0
+    r = (s_front - sa) / den
+    t = (ua + r * (ub - ua) - u_front) * dirn
+    inside = (t >= 0) & (t <= 1)
+    return t.clamp(0.0, 1.0), inside, r, den, ua, ub
+
+
+def _crossing_grad(g_t, h, dirn, r, den, ua, ub, va, vb, num_verts):
+    """d loss / d verts (num_verts, 3) from d loss / d t (K,); see :func:`_crossings`."""
+    g_t = g_t * dirn
+    # t = (ua + r (ub - ua) - u_front) dirn, r = (s_front - sa) / (sb - sa)
+    g_ua = g_t * (1.0 - r)
+    g_ub = g_t * r
+    k = g_t * (ub - ua) / den
+    g_sa = k * (r - 1.0)
+    g_sb = -k * r
+    zero = torch.zeros_like(g_t)
+    g_pa = torch.stack([torch.where(h, g_ua, g_sa), torch.where(h, g_sa, g_ua), zero], 1)
+    g_pb = torch.stack([torch.where(h, g_ub, g_sb), torch.where(h, g_sb, g_ub), zero], 1)
+    return g_pa.new_zeros(num_verts, 3).index_add_(0, va, g_pa).index_add_(0, vb, g_pb)
+
+
+class Composite(torch.autograd.Function):
+    """Packed colours over a background, plus coverage, anti-aliased at silhouettes, in one pass.
+
+    color (C,N) at flat pixels ``pix`` (N,, sorted); ``base`` (P,C) background rows or None (zeros);
+    ``verts`` (B*V,3); pairs from ``antialias.silhouette_pairs`` as front, back, va, vb, horizontal, u_front,
+    s_front, dirn (see ``EdgeBlend``). Returns rgb (P,C) and alpha (P,1). Equivalent to ``Unpack`` of
+    [color; 1] followed by ``EdgeBlend``, without the full-image intermediates.
+    """
+
+    @staticmethod
+    def forward(ctx, color, pix, base, verts, front, back, va, vb, horizontal, u_front, s_front, dirn,
+                num_pixels: int):
+        C = color.shape[0]
+        dtype = color.dtype
+        rgb = color.new_zeros(num_pixels, C) if base is None else base.to(dtype).clone(
+            memory_format=torch.contiguous_format)
+        _scatter_cols(color, pix, rgb)
+        alpha = color.new_zeros(num_pixels, 1)
+        alpha[pix] = 1.0
+        K = front.shape[0]
+        if K:
+            t, inside, r, den, ua, ub = _crossings(verts, va, vb, horizontal, u_front, s_front, dirn)
+            w_back = (t - 0.5).clamp_min(0.0).to(dtype).unsqueeze(1)
+            w_front = (0.5 - t).clamp_min(0.0).to(dtype).unsqueeze(1)
+            diff = torch.cat([rgb.index_select(0, front) - rgb.index_select(0, back),
+                              alpha.index_select(0, front) - alpha.index_select(0, back)], 1)
+            db, df = diff * w_back, diff * -w_front
+            rgb.index_add_(0, back, db[:, :C]).index_add_(0, front, df[:, :C])
+            alpha.index_add_(0, back, db[:, C:]).index_add_(0, front, df[:, C:])
+            ctx.save_for_backward(pix, front, back, va, vb, horizontal, dirn, r, den, ua, ub, inside, t, w_back,
+                                  w_front, diff)
+        else:
+            ctx.save_for_backward(pix)
+        ctx.K = K
+        ctx.num_verts = verts.shape[0]
+        ctx.C = C
+        return rgb, alpha
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_rgb, g_alpha):
+        C = ctx.C
+        pix = ctx.saved_tensors[0]
+        if g_rgb is None:
+            g_rgb = torch.zeros(1, C, dtype=g_alpha.dtype, device=g_alpha.device).expand(g_alpha.shape[0], C)
+        g_rgb = g_rgb.contiguous()
+        g_color = g_base = g_verts = None
+        want_color, want_base, want_verts = ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+        if want_color:
+            g_color = _gather_cols(g_rgb, pix)
+        if want_base:
+            g_base = g_rgb.clone()
+        if ctx.K:
+            (_, front, back, va, vb, h, dirn, r, den, ua, ub, inside, t, w_back, w_front,
+             diff) = ctx.saved_tensors
+            if g_alpha is None:
+                g_alpha = torch.zeros_like(g_rgb[:, :1])
+            g_alpha = g_alpha.contiguous()
+            gb = torch.cat([g_rgb.index_select(0, back), g_alpha.index_select(0, back)], 1)
+            gf = torch.cat([g_rgb.index_select(0, front), g_alpha.index_select(0, front)], 1)
+            g_cf = (gb * w_back - gf * w_front)[:, :C]  # d loss / d (pre-blend colour at front); -that at back
+            if want_color:
+                # corrections at the pair pixels that are covered (packed position via the sorted pix)
+                for rows, sign in ((front, 1.0), (back, -1.0)):
+                    pos = torch.searchsorted(pix, rows).clamp(max=max(pix.shape[0] - 1, 0))
+                    hit = pix[pos] == rows
+                    g_color.index_add_(1, pos[hit], (sign * g_cf[hit]).t())
+            if want_base:
+                g_base.index_add_(0, front, g_cf).index_add_(0, back, -g_cf)
+            if want_verts:
+                sel = torch.where((t > 0.5).unsqueeze(1), gb, gf)
+                g_t = (sel * diff).sum(1).to(r.dtype) * inside.to(r.dtype)
+                g_verts = _crossing_grad(g_t, h, dirn, r, den, ua, ub, va, vb, ctx.num_verts)
+        if want_base:
+            g_base[pix] = 0
+        return (g_color, None, g_base, g_verts) + (None,) * 9
 
 
 class EdgeBlend(torch.autograd.Function):
@@ -382,24 +546,10 @@ class EdgeBlend(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, color, verts, front, back, va, vb, horizontal, u_front, s_front, dirn):
-        pa = verts.index_select(0, va)
-        pb = verts.index_select(0, vb)
-        h = horizontal
-        ua = torch.where(h, pa[:, 0], pa[:, 1])
-        sa = torch.where(h, pa[:, 1], pa[:, 0])
-        ub = torch.where(h, pb[:, 0], pb[:, 1])
-        sb = torch.where(h, pb[:, 1], pb[:, 0])
-        den = sb - sa
-        den = torch.where(den == 0, torch.full_like(den, 1e-12), den)  # pairs are selected with den != 0
-        r = (s_front - sa) / den
-        t = (ua + r * (ub - ua) - u_front) * dirn
-        inside = (t >= 0) & (t <= 1)
-        t = t.clamp(0.0, 1.0)
+        t, inside, r, den, ua, ub = _crossings(verts, va, vb, horizontal, u_front, s_front, dirn)
         w_back = (t - 0.5).clamp_min(0.0).to(color.dtype).unsqueeze(1)
         w_front = (0.5 - t).clamp_min(0.0).to(color.dtype).unsqueeze(1)
-        cf = color.index_select(0, front)
-        cb = color.index_select(0, back)
-        diff = cf - cb
+        diff = color.index_select(0, front) - color.index_select(0, back)
         out = color.clone()
         out.index_add_(0, back, diff * w_back)
         out.index_add_(0, front, diff * -w_front)
@@ -423,15 +573,6 @@ class EdgeBlend(torch.autograd.Function):
             g_color.index_add_(0, back, -g_cf)
         if ctx.needs_input_grad[1]:
             sel = torch.where((t > 0.5).unsqueeze(1), gb, gf)
-            g_t = (sel * diff).sum(1).to(r.dtype) * inside.to(r.dtype) * dirn
-            # t = (ua + r (ub - ua) - u_front) dirn, r = (s_front - sa) / (sb - sa)
-            g_ua = g_t * (1.0 - r)
-            g_ub = g_t * r
-            k = g_t * (ub - ua) / den
-            g_sa = k * (r - 1.0)
-            g_sb = -k * r
-            zero = torch.zeros_like(g_t)
-            g_pa = torch.stack([torch.where(h, g_ua, g_sa), torch.where(h, g_sa, g_ua), zero], 1)
-            g_pb = torch.stack([torch.where(h, g_ub, g_sb), torch.where(h, g_sb, g_ub), zero], 1)
-            g_verts = g_pa.new_zeros(ctx.num_verts, 3).index_add_(0, va, g_pa).index_add_(0, vb, g_pb)
+            g_t = (sel * diff).sum(1).to(r.dtype) * inside.to(r.dtype)
+            g_verts = _crossing_grad(g_t, h, dirn, r, den, ua, ub, va, vb, ctx.num_verts)
         return g_color, g_verts, None, None, None, None, None, None, None, None

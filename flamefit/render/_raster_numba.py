@@ -203,30 +203,27 @@ def rasterize_numba(verts: np.ndarray, faces: np.ndarray, height: int, width: in
 
 
 @numba.njit(cache=True, nogil=True)
-def compact(tri):
-    """Covered pixels of a (B,H,W) id image in raster order -> (pix flat, face, batch, x, y)."""
+def _compact_fill(tri, pix, face, bb, xx, yy):
     B, H, W = tri.shape
-    n = 0
-    for b in range(B):
-        for y in range(H):
-            for x in range(W):
-                if tri[b, y, x] >= 0:
-                    n += 1
-    pix = np.empty(n, dtype=np.int64)
-    face = np.empty(n, dtype=np.int64)
-    bb = np.empty(n, dtype=np.int64)
-    xx = np.empty(n, dtype=np.int32)
-    yy = np.empty(n, dtype=np.int32)
     k = 0
+    p = 0
     for b in range(B):
         for y in range(H):
             for x in range(W):
                 t = tri[b, y, x]
                 if t >= 0:
-                    pix[k] = (b * H + y) * W + x
+                    pix[k] = p
                     face[k] = t
                     bb[k] = b
-                    xx[k] = x
                     yy[k] = y
+                    xx[k] = x
                     k += 1
-    return pix, face, bb, xx, yy
+                p += 1
+
+
+def compact(tri: np.ndarray):
+    """Covered pixels of a (B,H,W) id image in raster order -> (pix flat, face, batch, x, y), int64."""
+    n = int(np.count_nonzero(tri >= 0))
+    out = [np.empty(n, dtype=np.int64) for _ in range(5)]
+    _compact_fill(tri, *out)
+    return tuple(out)

@@ -197,6 +197,20 @@ def silhouette_pairs(frags: Fragments, verts_px: torch.Tensor, faces: torch.Tens
 # ------------------------------------------------------------------------------------------ blending
 
 
+def pair_geometry(pairs, height: int, width: int, dtype: torch.dtype):
+    """(front, back, va, vb, horizontal, u_front, s_front, dirn) for ``_ops.EdgeBlend`` / ``_ops.Composite``:
+    the front pixel centre along / across the pair's axis and the direction (+1/-1) from front to back."""
+    front, back, va, vb, axis = pairs
+    horizontal = axis == 0
+    rem = front % (height * width)
+    fy = torch.div(rem, width, rounding_mode="floor")
+    fx = rem - fy * width
+    u_front = torch.where(horizontal, fx, fy).to(dtype) + 0.5
+    s_front = torch.where(horizontal, fy, fx).to(dtype) + 0.5
+    dirn = torch.where((back - front) > 0, 1.0, -1.0).to(dtype)
+    return front, back, va, vb, horizontal, u_front, s_front, dirn
+
+
 def antialias(color: torch.Tensor, frags: Fragments, verts_px: torch.Tensor, faces: torch.Tensor, *,
               backend: str = "auto", pairs=None) -> torch.Tensor:
     """Blend ``color`` (B,H,W,C) across silhouette edges (see module doc) -> (B,H,W,C).
@@ -207,20 +221,10 @@ def antialias(color: torch.Tensor, frags: Fragments, verts_px: torch.Tensor, fac
     B, H, W, C = color.shape
     if pairs is None:
         pairs = silhouette_pairs(frags, verts_px, faces, backend=backend)
-    front, back, va, vb, axis = pairs
-    if front.numel() == 0:
+    if pairs[0].numel() == 0:
         return color
-    horizontal = axis == 0
-    rem = front % (H * W)
-    fy = torch.div(rem, W, rounding_mode="floor")
-    fx = rem - fy * W
-    dtype = verts_px.dtype
-    u_front = torch.where(horizontal, fx, fy).to(dtype) + 0.5
-    s_front = torch.where(horizontal, fy, fx).to(dtype) + 0.5
-    # back - front is +1 (right/down neighbour) or -1 along the pair's axis
-    dirn = torch.where((back - front) > 0, 1.0, -1.0).to(dtype)
-    out = EdgeBlend.apply(color.reshape(B * H * W, C), verts_px.reshape(-1, 3), front, back, va, vb,
-                          horizontal, u_front, s_front, dirn)
+    geo = pair_geometry(pairs, H, W, verts_px.dtype)
+    out = EdgeBlend.apply(color.reshape(B * H * W, C), verts_px.reshape(-1, 3), *geo)
     return out.view(B, H, W, C)
 
 

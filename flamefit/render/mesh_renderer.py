@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from flamefit.render.antialias import antialias as _antialias
+from flamefit.render._ops import Composite
+from flamefit.render.antialias import pair_geometry, silhouette_pairs
 from flamefit.render.interpolate import interpolate_t
 from flamefit.render.rasterize import Fragments, rasterize
 from flamefit.render.shade import sh_shading_packed, vertex_normals
@@ -71,10 +72,10 @@ class RenderOutput:
         return vertex_visibility(self.frags, self.faces, self.verts_px.shape[1], self.verts_px)
 
 
-def _background_rgba(background, B: int, H: int, W: int, like: torch.Tensor) -> torch.Tensor | float:
-    """Background as something broadcastable to (B,H,W,4) with alpha 0."""
+def _background_rows(background, B: int, H: int, W: int, like: torch.Tensor) -> torch.Tensor | None:
+    """Background as (B*H*W, 3) rows (a broadcast view where possible), or None for black."""
     if background is None:
-        return 0.0
+        return None
     bg = torch.as_tensor(background, dtype=like.dtype, device=like.device)
     if bg.dim() == 1:  # (3,) colour
         bg = bg.view(1, 1, 1, -1)
@@ -82,7 +83,7 @@ def _background_rgba(background, B: int, H: int, W: int, like: torch.Tensor) -> 
         bg = bg.view(bg.shape[0], 1, 1, -1)
     elif bg.dim() != 4:
         raise ValueError(f"background must be (3,), (B,3) or (B,H,W,3), got {tuple(bg.shape)}")
-    return torch.cat([bg, bg.new_zeros(bg.shape[:-1] + (1,))], -1)
+    return bg.expand(B, H, W, bg.shape[-1]).reshape(B * H * W, bg.shape[-1])
 
 
 def render_mesh(verts_world: torch.Tensor, faces: torch.Tensor, camera, *, albedo: torch.Tensor | None = None,
@@ -135,14 +136,18 @@ def render_mesh(verts_world: torch.Tensor, faces: torch.Tensor, camera, *, albed
         color = color * sh_shading_packed(_normalize_t(normals_raw), sh.to(verts_world.dtype), frags.counts,
                                           frags.pix_batch)
 
-    # colour and coverage in one 4-channel image: one scatter, one anti-aliasing pass
-    rgba_t = torch.cat([color, color.new_ones(1, color.shape[1])], 0)
-    bg = _background_rgba(background, B, H, W, verts_world)
-    rgba = frags.unpack_t(rgba_t, bg)
+    # colour over the background and coverage, anti-aliased, in one pass (no full-image intermediates)
+    P = B * H * W
+    base = _background_rows(background, B, H, W, verts_world)
     if antialias:
-        rgba = _antialias(rgba, frags, verts_px, faces, backend=backend)
-    return RenderOutput(rgb=rgba[..., :3], alpha=rgba[..., 3:], frags=frags, verts_px=verts_px, faces=faces,
-                        _normals_raw=normals_raw, _uv_t=uv_t, _verts_cam=verts_cam)
+        geo = pair_geometry(silhouette_pairs(frags, verts_px, faces, backend=backend), H, W, verts_px.dtype)
+    else:
+        empty = frags.pix[:0]
+        geo = (empty, empty, empty, empty, empty.bool(), verts_px.new_zeros(0), verts_px.new_zeros(0),
+               verts_px.new_zeros(0))
+    rgb, alpha = Composite.apply(color, frags.pix, base, verts_px.reshape(-1, 3), *geo, P)
+    return RenderOutput(rgb=rgb.view(B, H, W, -1), alpha=alpha.view(B, H, W, 1), frags=frags, verts_px=verts_px,
+                        faces=faces, _normals_raw=normals_raw, _uv_t=uv_t, _verts_cam=verts_cam)
 
 
 def _normalize_t(n: torch.Tensor) -> torch.Tensor:

@@ -207,7 +207,7 @@ def _barycentrics(verts_px: torch.Tensor, faces: torch.Tensor, pix_tri: torch.Te
     F = faces.shape[0]
     cidx = corner_index(faces, B, V)
     gidx = pix_batch * F + pix_tri if B > 1 else pix_tri
-    return RasterBary.apply(verts_px, cidx, gidx, pix_x, pix_y, bool(perspective_correct))
+    return RasterBary.apply(verts_px, cidx, gidx, pix_x, pix_y, bool(perspective_correct), faces)
 
 
 # ------------------------------------------------------------------------------------------ visibility

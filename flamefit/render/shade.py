@@ -42,7 +42,7 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Area-weighted vertex normals (B,V,3), unit length (zero for unused vertices)."""
     B, V, _ = verts.shape
     faces = faces.to(device=verts.device, dtype=torch.int64)
-    return VertexNormals.apply(verts, corner_index(faces, B, V)).view(B, V, 3)
+    return VertexNormals.apply(verts, corner_index(faces, B, V), faces).view(B, V, 3)
 
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:

@@ -104,6 +104,8 @@ def test_a_mesh_without_a_face_is_a_clear_error(synthetic_model_path, tmp_path):
     model = load_flame(synthetic_model_path)  # a sphere with two eyeballs: no face to find
     with pytest.raises(ModelFileError, match="no face|consistent face"):
         corr.dense_correspondence(model, cache_dir=tmp_path)
+    with pytest.raises(ModelFileError, match="cached"):  # the failure is remembered: no second derivation
+        corr.dense_correspondence(model, cache_dir=tmp_path)
 
 
 def test_closest_point_on_triangles_beats_dense_sampling():

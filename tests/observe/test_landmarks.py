@@ -162,3 +162,33 @@ def test_tracker_follows_a_face_and_reports_missing_frames(detector, ffhq_dir):
             assert res is not None
             assert np.abs(res.lmks_dense - (ref + t)).mean() < 3.0  # follows the moving face
     assert sum(r.method == "tracking" for r in results if r is not None) >= 6
+
+
+@pytest.mark.parametrize("yaw_deg", [55, 70])
+def test_strong_three_quarter_view(detector, shared_assets, yaw_deg):
+    """A rendered head (stand-in FLAME with its mean texture) turned far to the side is found, points on it."""
+    torch = pytest.importorskip("torch")
+    from flamefit.model import load_flame
+    from flamefit.render import PerspectiveCamera, look_at, render_mesh
+
+    model = load_flame(shared_assets / "flame_standin" / "standin_flame2023.pkl", dtype=torch.float64)
+    tex_file = np.load(shared_assets / "flame_standin" / "standin_texture.npz")
+    tex = torch.as_tensor(np.ascontiguousarray(tex_file["mean"][..., ::-1] / 255.0))  # BGR 0..255 on disk
+    texture = (tex, torch.as_tensor(tex_file["vt"]), torch.as_tensor(tex_file["ft"].astype(np.int64)))
+    with torch.no_grad():
+        verts = model().vertices
+    yaw = np.radians(yaw_deg)
+    target = torch.tensor([[0.0, 0.02, 0.0]], dtype=torch.float64)
+    eye = target + 0.6 * torch.tensor([[np.sin(yaw), 0.0, np.cos(yaw)]], dtype=torch.float64)
+    R, t = look_at(eye, target)
+    K = torch.tensor([[[820.0, 0, 256], [0, 820.0, 256], [0, 0, 1]]], dtype=torch.float64)
+    cam = PerspectiveCamera(K, R, t, 512, 512)
+    sh = torch.zeros(1, 9, 3, dtype=torch.float64)
+    sh[:, 0], sh[:, 3] = 2.4, -0.45
+    out = render_mesh(verts, model.faces, cam, texture=texture, sh=sh, antialias=False,
+                      background=torch.tensor([0.35, 0.45, 0.55], dtype=torch.float64))
+    det = detector.detect(out.rgb[0].clamp(0, 1).float().numpy(), source=f"yaw {yaw_deg}")
+    # the nose tip (the head's most forward vertex) projects near MediaPipe's nose tip (point 1)
+    head = verts[0, :3931]
+    tip_px = cam.project(head[head[:, 2].argmax()][None, None])[0, 0, :2].numpy()
+    assert np.linalg.norm(det.lmks_dense[1] - tip_px) < 0.08 * det.size_px

@@ -46,3 +46,14 @@ def test_observe_errors_name_the_file(tmp_path, detector):
     Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(tmp_path / "wall.png")
     with pytest.raises(FaceNotFound, match="wall.png"):
         observe(tmp_path / "wall.png", detector=detector)
+
+
+def test_observation_from_a_tracked_frame(ffhq_dir, detector):
+    from flamefit.observe import FaceTracker, observation_from_detection
+    from flamefit.observe.image import load_image
+
+    frame = load_image(ffhq_dir / "00006.png")
+    det = FaceTracker(detector).track(frame)
+    obs = observation_from_detection(frame, det, source="video.mp4 frame 0")
+    assert obs.source == "video.mp4 frame 0" and obs.mask.shape == (256, 256)
+    np.testing.assert_allclose(obs.lmks_68, dense_to_68(det.lmks_dense), atol=1e-4)

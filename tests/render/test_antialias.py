@@ -69,7 +69,7 @@ def test_antialias_blends_only_at_the_silhouette():
     torch.testing.assert_close(soft_mask(frags, verts, f), soft)
 
 
-def test_antialias_gradients_match_finite_differences():
+def test_antialias_gradients_match_finite_differences(kernels):
     verts, f = _sphere_px(center=(10.3, 9.6), radius=6.2)
     verts = verts.requires_grad_(True)
     frags = rasterize(verts.detach(), f, 20, 20)
@@ -116,7 +116,7 @@ def test_hard_rasterization_alone_has_no_silhouette_gradient():
     assert shift.grad[0, 0, :2].abs().sum() > 0
 
 
-def test_silhouette_driven_optimisation_converges():
+def test_silhouette_driven_optimisation_converges(kernels):
     """Move and scale a sphere so that its anti-aliased silhouette matches a target mask."""
     v, f = icosphere(2, dtype=torch.float32)
     R = torch.diag(torch.tensor([1.0, -1.0, -1.0]))[None]

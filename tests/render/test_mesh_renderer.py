@@ -60,7 +60,7 @@ def test_normals_depth_and_lighting():
     assert lit[24, 24] > lit[24, 14] > 0
 
 
-def test_textured_render_uses_uvs():
+def test_textured_render_uses_uvs(kernels):
     v, f, cam = _sphere_scene()
     vt = torch.stack([0.5 + 0.5 * v[0, :, 0] / 0.1, 0.5 + 0.5 * v[0, :, 1] / 0.1], -1)  # planar map
     tex = torch.zeros(2, 2, 3, dtype=torch.float64)
@@ -72,7 +72,7 @@ def test_textured_render_uses_uvs():
     assert top[0] > 0.7 and top[1] < 0.3 and bottom[1] > 0.7 and bottom[0] < 0.3
 
 
-def test_batch_renders_like_single_images():
+def test_batch_renders_like_single_images(kernels):
     v, f, cam = _sphere_scene(batch=2)
     v = v.clone()
     v[1] = v[1] * 0.8 + torch.tensor([0.02, 0.0, 0.0], dtype=torch.float64)
@@ -98,7 +98,7 @@ def test_render_gradients_reach_every_input():
         assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-def test_full_render_gradient_matches_finite_differences():
+def test_full_render_gradient_matches_finite_differences(kernels):
     v, f, cam = _sphere_scene(size=24)
     v = (v + 0.003 * torch.randn(v.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     v = v.requires_grad_(True)
@@ -179,3 +179,27 @@ def test_float32_inputs_give_float32_fragments():
     v, f, cam = _sphere_scene(size=16, dtype=torch.float32)
     frags = rasterize(cam.project(v), f, 16, 16, perspective_correct=True)
     assert frags.pix_bary_t.dtype == torch.float32 and frags.pix_depth.dtype == torch.float32
+
+
+def test_numba_and_torch_kernels_give_the_same_render_and_gradients(monkeypatch):
+    import importlib
+
+    if not _numba_available():
+        pytest.skip("numba is not installed")
+    ops = importlib.import_module("flamefit.render._ops")
+    v, f, cam = _sphere_scene(size=40, batch=2)
+    v = v + 0.004 * torch.randn(v.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    g = torch.Generator().manual_seed(6)
+    albedo = torch.rand(2, v.shape[1], 3, generator=g, dtype=torch.float64)
+    sh = torch.randn(2, 9, 3, generator=g, dtype=torch.float64)
+    bg = torch.rand(2, 40, 40, 3, generator=g, dtype=torch.float64)
+    w = torch.randn(2, 40, 40, 3, generator=g, dtype=torch.float64)
+    results = []
+    for flag in (True, False):
+        monkeypatch.setattr(ops, "NUMBA_KERNELS", flag)
+        inputs = [x.clone().requires_grad_(True) for x in (v, albedo, sh, bg)]
+        out = render_mesh(inputs[0], f, cam, albedo=inputs[1], sh=inputs[2], background=inputs[3])
+        ((out.rgb * w).sum() + out.alpha.sum()).backward()
+        results.append([out.rgb.detach(), out.alpha.detach()] + [x.grad for x in inputs])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b)

@@ -130,7 +130,7 @@ def test_numba_and_torch_agree_on_a_closed_mesh_with_shared_edges():
 
 
 @pytest.mark.parametrize("perspective", [False, True])
-def test_barycentric_and_depth_gradients_match_finite_differences(perspective):
+def test_barycentric_and_depth_gradients_match_finite_differences(perspective, kernels):
     verts, faces = random_soup(6, 24, 24, seed=5, size_px=18)
     verts = verts.clone().requires_grad_(True)
     frags = rasterize(verts, faces, 24, 24, perspective_correct=perspective)

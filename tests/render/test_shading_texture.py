@@ -42,7 +42,7 @@ def test_interpolate_reproduces_linear_attributes_and_zero_background():
     torch.testing.assert_close(interpolate(attr, faces, frags, packed=True), frags.pack(img))
 
 
-def test_interpolate_gradients_match_finite_differences():
+def test_interpolate_gradients_match_finite_differences(kernels):
     verts, faces = random_soup(6, 24, 24, seed=5, size_px=18)
     verts = verts.requires_grad_(True)
     attr = torch.randn(1, verts.shape[1], 4, dtype=torch.float64, requires_grad=True)
@@ -112,7 +112,7 @@ def test_vertex_normals_of_a_sphere_point_outwards():
     torch.testing.assert_close(n.norm(dim=-1), torch.ones(v.shape[0], dtype=torch.float64))
 
 
-def test_vertex_normal_gradients_match_finite_differences():
+def test_vertex_normal_gradients_match_finite_differences(kernels):
     v, f = icosphere(1)
     v = (v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
     v = v[None].requires_grad_(True)
@@ -144,7 +144,7 @@ def test_sh_basis_matches_the_deca_formula():
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_sh_shading_gradients_and_packed_variant(batch):
+def test_sh_shading_gradients_and_packed_variant(batch, kernels):
     g = torch.Generator().manual_seed(2)
     counts = [5, 0, 7][:batch] if batch > 1 else [9]
     N = sum(counts)
