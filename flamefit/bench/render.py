@@ -3,10 +3,11 @@
 Workload per step (what a photometric fitting iteration does): perspective camera, the head covering about
 half of the frame, per-vertex albedo, 9x3 SH lighting, anti-aliased silhouettes, then an L1 photometric loss
 plus a squared silhouette loss, backward to the vertex positions, albedo and lighting. Resolutions 224, 256,
-512; batch 1 and 8 (``fwd_bwd_ms`` is for the whole batch; ``per_image_ms`` divides it). The mesh is a FLAME
-model file (``--flame``, or the one flamefit finds), else the development stand-in (../shared/assets), else a
-synthetic sphere of FLAME's size. When pytorch3d is importable, the same workload runs through its rasterizer
-in the same process for comparison.
+512; batch 1 and 8 (``fwd_bwd_ms`` is the median wall time for the whole batch; ``per_image_ms`` divides it;
+``fwd_bwd_cpu_ms`` is the process CPU time, all threads, which stays meaningful on a busy shared machine).
+The mesh is a FLAME model file (``--flame``, or the one flamefit finds), else the development stand-in
+(../shared/assets), else a synthetic sphere of FLAME's size. When pytorch3d is importable, the same workload
+runs through its rasterizer in the same process for comparison.
 """
 
 from __future__ import annotations
@@ -198,6 +199,20 @@ def _pytorch3d_workload(verts, faces, cam, device: str):
     return fwd_bwd
 
 
+def _cpu_ms(fn, repeats: int) -> float:
+    """Median process CPU time (all threads) of ``fn`` in ms: unlike wall time, it does not grow when other
+    programs take the cores (on a shared machine), so it tells what the work itself costs."""
+    import time
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        times.append((time.process_time() - t0) * 1000.0)
+    times.sort()
+    return times[len(times) // 2]
+
+
 def run(model_path=None, resolutions=(224, 256, 512), batches=(1, 8), device: str = "cpu", repeats: int = 20,
         backend: str = "auto", threads: int | None = None, compare_pytorch3d: bool = True) -> dict:
     import torch
@@ -221,9 +236,10 @@ def run(model_path=None, resolutions=(224, 256, 512), batches=(1, 8), device: st
                 sync=sync)
             f = time_ms(fwd, repeats=repeats, sync=sync)
             fb = time_ms(fwd_bwd, repeats=repeats, sync=sync)
+            fb_cpu = _cpu_ms(fwd_bwd, repeats) if device == "cpu" else None
             row = {"resolution": size, "batch": batch, "coverage": round(coverage, 3),
                    "rasterize_ms": vis["median_ms"], "fwd_ms": f["median_ms"], "fwd_bwd_ms": fb["median_ms"],
-                   "fwd_bwd_min_ms": fb["min_ms"], "per_image_ms": fb["median_ms"] / batch}
+                   "fwd_bwd_min_ms": fb["min_ms"], "fwd_bwd_cpu_ms": fb_cpu, "per_image_ms": fb["median_ms"] / batch}
             if compare_pytorch3d:
                 try:
                     p3 = _pytorch3d_workload(v, faces, cam, device)
@@ -236,6 +252,8 @@ def run(model_path=None, resolutions=(224, 256, 512), batches=(1, 8), device: st
             results.append(row)
     env = environment()
     env["numba"] = _numba_available() and backend in ("auto", "numba") and device == "cpu"
+    if hasattr(os, "getloadavg"):  # other programs on the machine make wall times meaningless; say so
+        env["load_average_1min"] = round(os.getloadavg()[0], 2)
     return {"benchmark": "render", "mesh": source, "vertices": int(verts.shape[0]), "faces": int(faces.shape[0]),
             "device": device, "dtype": "float32", "backend": backend, "repeats": repeats,
             "workload": "render_mesh (per-vertex albedo, SH 9x3, antialias) + L1 photometric + silhouette "
@@ -261,7 +279,7 @@ def command(model_path, device, resolutions, batches, repeats, backend, threads,
                  batches=tuple(int(b) for b in batches.split(",")), device=device, repeats=repeats,
                  backend=backend, threads=threads)
     columns = ["resolution", "batch", "coverage", "rasterize_ms", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_min_ms",
-               "per_image_ms"]
+               "fwd_bwd_cpu_ms", "per_image_ms"]
     if report["results"] and "pytorch3d_fwd_bwd_ms" in report["results"][0]:
         columns += ["pytorch3d_fwd_bwd_ms", "speedup_vs_pytorch3d"]
     emit(report, report["results"], columns,

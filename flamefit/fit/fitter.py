@@ -381,7 +381,7 @@ class Fitter:
         tensors = params.requires_grad_(free)
         groups = [{"params": [t], "lr": stage_cfg.lr * _LR_SCALE.get(n, 1.0)}
                   for n, t in zip([n for n in free if getattr(params, n) is not None], tensors, strict=True)]
-        opt = torch.optim.Adam(groups)
+        opt = torch.optim.Adam(groups, betas=(0.9, self.cfg.adam_beta2))
         base = [g["lr"] for g in groups]
         first = float("nan")
         best, best_values, terms = float("inf"), None, {}
@@ -424,16 +424,18 @@ class Fitter:
         K = params.intrinsics()
         if geometry:
             pts = self.model_points(params, verts)
+            # once pixels speak, landmarks (noisy, and a different definition than the mesh's) only guide
+            lw = self.cfg.photometric_landmark_scale if stage == "photometric" else 1.0
             if data["lmk68"] is not None and "68" in pts:
                 p68 = project_points(self.to_camera(params, pts["68"]), K)
                 wts = data["lmk_weights"][:68]
-                terms["lmk68"] = L.landmark_loss(p68, data["lmk68"], size, wts)
+                terms["lmk68"] = lw * L.landmark_loss(p68, data["lmk68"], size, wts)
                 if stage != "rigid":
-                    terms["eye_closure"] = w.eye_closure * L.eye_closure_loss(p68, data["lmk68"], size)
-                    terms["lip_distance"] = w.lip_distance * L.lip_distance_loss(p68, data["lmk68"], size)
+                    terms["eye_closure"] = lw * w.eye_closure * L.eye_closure_loss(p68, data["lmk68"], size)
+                    terms["lip_distance"] = lw * w.lip_distance * L.lip_distance_loss(p68, data["lmk68"], size)
             if data["dense"] is not None and "dense" in pts:
                 pd = project_points(self.to_camera(params, pts["dense"]), K)
-                terms["lmk_dense"] = w.lmk_dense * L.landmark_loss(pd, data["dense"], size)
+                terms["lmk_dense"] = lw * w.lmk_dense * L.landmark_loss(pd, data["dense"], size)
             if stage != "rigid":
                 terms["shape_prior"] = w.shape_prior * L.l2_prior(params.shape)
                 terms["expr_prior"] = w.expr_prior * L.l2_prior(params.expression)

@@ -15,6 +15,12 @@ Orthogonal, batched primitives in the spirit of nvdiffrast:
 
 Knows triangles and cameras, nothing about faces. Conventions: see each module's docstring and
 docs/ARCHITECTURE.md.
+
+Speed: per-pixel work runs on the covered pixels only, "packed" as (C,N) arrays (``Fragments.pix*``,
+``interpolate_t``, ``sh_shading_packed``, ``texture_packed_t``); the hot paths are autograd Functions with
+hand-written backward passes (``_ops.py``), executed by numba kernels on CPU (``_pixel_numba.py``,
+``_raster_numba.py``, ``_aa_numba.py``) and by plain torch on other devices or without numba. Both paths are
+tested against each other and against finite differences.
 """
 
 from flamefit.render.antialias import antialias, edge_neighbours, silhouette_pairs, soft_mask
@@ -29,11 +35,18 @@ from flamefit.render.camera import (
     opencv_to_opengl_extrinsics,
     opengl_to_opencv_extrinsics,
 )
-from flamefit.render.interpolate import interpolate, interpolate_uv
+from flamefit.render.interpolate import interpolate, interpolate_t, interpolate_uv
 from flamefit.render.mesh_renderer import RenderOutput, render_mesh
 from flamefit.render.rasterize import Fragments, rasterize
-from flamefit.render.shade import SH_CONSTANTS, face_normals, sh_basis, sh_shading, vertex_normals
-from flamefit.render.texture import texture, texture_packed
+from flamefit.render.shade import (
+    SH_CONSTANTS,
+    face_normals,
+    sh_basis,
+    sh_shading,
+    sh_shading_packed,
+    vertex_normals,
+)
+from flamefit.render.texture import texture, texture_packed, texture_packed_t
 from flamefit.render.visibility import vertex_visibility
 
 __all__ = [
@@ -48,6 +61,7 @@ __all__ = [
     "extrinsics_to_matrix",
     "face_normals",
     "interpolate",
+    "interpolate_t",
     "interpolate_uv",
     "intrinsics_from_opencv",
     "intrinsics_to_opengl_projection",
@@ -58,10 +72,12 @@ __all__ = [
     "render_mesh",
     "sh_basis",
     "sh_shading",
+    "sh_shading_packed",
     "silhouette_pairs",
     "soft_mask",
     "texture",
     "texture_packed",
+    "texture_packed_t",
     "vertex_normals",
     "vertex_visibility",
 ]

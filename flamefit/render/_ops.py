@@ -576,3 +576,33 @@ class EdgeBlend(torch.autograd.Function):
             g_t = (sel * diff).sum(1).to(r.dtype) * inside.to(r.dtype)
             g_verts = _crossing_grad(g_t, h, dirn, r, den, ua, ub, va, vb, ctx.num_verts)
         return g_color, g_verts, None, None, None, None, None, None, None, None
+
+
+class TextureSample(torch.autograd.Function):
+    """Bilinear lookup (numba CPU kernels; see texture.py for the convention): tex (Bt,Ht,Wt,C), uv (2,N),
+    bidx (N,) -> (C,N)."""
+
+    @staticmethod
+    def forward(ctx, tex, uv, bidx, wrap: bool):
+        from flamefit.render import _pixel_numba as pn
+
+        tex = tex.contiguous()
+        uv = uv.contiguous()
+        out = tex.new_empty(tex.shape[3], uv.shape[1])
+        pn.texture_forward(tex.detach().numpy(), uv.detach().numpy(), bidx.numpy(), wrap, out.numpy())
+        ctx.save_for_backward(tex, uv, bidx)
+        ctx.wrap = wrap
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        from flamefit.render import _pixel_numba as pn
+
+        tex, uv, bidx = ctx.saved_tensors
+        want_tex, want_uv = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        g_tex = torch.zeros_like(tex) if want_tex else tex.new_zeros(1, 1, 1, 1)
+        g_uv = torch.empty_like(uv) if want_uv else uv.new_empty(2, 1)
+        pn.texture_backward(tex.detach().numpy(), uv.detach().numpy(), bidx.numpy(), ctx.wrap,
+                            g_out.contiguous().numpy(), want_tex, want_uv, g_tex.numpy(), g_uv.numpy())
+        return (g_tex if want_tex else None), (g_uv if want_uv else None), None, None

@@ -135,27 +135,13 @@ def interp_forward(attr, vidx, bary, out):
 
 @numba.njit(cache=True, nogil=True, fastmath=_FM)
 def interp_backward(attr, vidx, bary, g_out, want_attr, want_bary, g_attr, g_bary):
-    """Accumulates into g_attr (M,C) (zeroed by the caller) and writes g_bary (3,N).
-
-    Per-corner sums are kept while consecutive pixels share their three vertices (same face), then flushed."""
+    """Accumulates into g_attr (M,C) (zeroed by the caller) and writes g_bary (3,N)."""
     C = attr.shape[1]
     N = vidx.shape[1]
-    acc = np.zeros((3, C))
-    c0 = c1 = c2 = -1
     for n in range(N):
         i0 = vidx[0, n]
         i1 = vidx[1, n]
         i2 = vidx[2, n]
-        if want_attr and (i0 != c0 or i1 != c1 or i2 != c2):
-            if c0 >= 0:
-                for c in range(C):
-                    g_attr[c0, c] += acc[0, c]
-                    g_attr[c1, c] += acc[1, c]
-                    g_attr[c2, c] += acc[2, c]
-                acc[:] = 0.0
-            c0 = i0
-            c1 = i1
-            c2 = i2
         w0 = bary[0, n]
         w1 = bary[1, n]
         w2 = bary[2, n]
@@ -165,9 +151,9 @@ def interp_backward(attr, vidx, bary, g_out, want_attr, want_bary, g_attr, g_bar
         for c in range(C):
             g = g_out[c, n]
             if want_attr:
-                acc[0, c] += g * w0
-                acc[1, c] += g * w1
-                acc[2, c] += g * w2
+                g_attr[i0, c] += g * w0
+                g_attr[i1, c] += g * w1
+                g_attr[i2, c] += g * w2
             s0 += g * attr[i0, c]
             s1 += g * attr[i1, c]
             s2 += g * attr[i2, c]
@@ -175,11 +161,6 @@ def interp_backward(attr, vidx, bary, g_out, want_attr, want_bary, g_attr, g_bar
             g_bary[0, n] = s0
             g_bary[1, n] = s1
             g_bary[2, n] = s2
-    if want_attr and c0 >= 0:
-        for c in range(C):
-            g_attr[c0, c] += acc[0, c]
-            g_attr[c1, c] += acc[1, c]
-            g_attr[c2, c] += acc[2, c]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FM)
@@ -447,3 +428,78 @@ def vertex_normals_backward(verts, faces, normals, inv_len, g_n, g_verts):
             g_verts[b, i0, 0] -= dex + dfx
             g_verts[b, i0, 1] -= dey + dfy
             g_verts[b, i0, 2] -= dez + dfz
+
+
+# ------------------------------------------------------------------------------ texture
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _texel(i, n, wrap):
+    if wrap:
+        i = i % n
+        return i + n if i < 0 else i
+    return min(max(i, 0), n - 1)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FM)
+def texture_forward(tex, uv, bidx, wrap, out):
+    """tex (Bt,Ht,Wt,C), uv (2,N), bidx (N,) image of each sample (ignored when Bt == 1) -> out (C,N)."""
+    Bt, Ht, Wt, C = tex.shape
+    N = uv.shape[1]
+    for n in range(N):
+        b = 0 if Bt == 1 else bidx[n]
+        x = uv[0, n] * Wt - 0.5
+        y = (1.0 - uv[1, n]) * Ht - 0.5
+        xf = np.floor(x)
+        yf = np.floor(y)
+        fx = x - xf
+        fy = y - yf
+        x0 = _texel(int(xf), Wt, wrap)
+        x1 = _texel(int(xf) + 1, Wt, wrap)
+        y0 = _texel(int(yf), Ht, wrap)
+        y1 = _texel(int(yf) + 1, Ht, wrap)
+        for c in range(C):
+            t00 = tex[b, y0, x0, c]
+            t01 = tex[b, y0, x1, c]
+            t10 = tex[b, y1, x0, c]
+            t11 = tex[b, y1, x1, c]
+            top = t00 + (t01 - t00) * fx
+            bot = t10 + (t11 - t10) * fx
+            out[c, n] = top + (bot - top) * fy
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FM)
+def texture_backward(tex, uv, bidx, wrap, g_out, want_tex, want_uv, g_tex, g_uv):
+    """Accumulates g_tex (Bt,Ht,Wt,C) (zeroed by the caller); writes g_uv (2,N)."""
+    Bt, Ht, Wt, C = tex.shape
+    N = uv.shape[1]
+    for n in range(N):
+        b = 0 if Bt == 1 else bidx[n]
+        x = uv[0, n] * Wt - 0.5
+        y = (1.0 - uv[1, n]) * Ht - 0.5
+        xf = np.floor(x)
+        yf = np.floor(y)
+        fx = x - xf
+        fy = y - yf
+        x0 = _texel(int(xf), Wt, wrap)
+        x1 = _texel(int(xf) + 1, Wt, wrap)
+        y0 = _texel(int(yf), Ht, wrap)
+        y1 = _texel(int(yf) + 1, Ht, wrap)
+        gx = 0.0
+        gy = 0.0
+        for c in range(C):
+            g = g_out[c, n]
+            if want_tex:
+                g_tex[b, y0, x0, c] += g * (1.0 - fx) * (1.0 - fy)
+                g_tex[b, y0, x1, c] += g * fx * (1.0 - fy)
+                g_tex[b, y1, x0, c] += g * (1.0 - fx) * fy
+                g_tex[b, y1, x1, c] += g * fx * fy
+            t00 = tex[b, y0, x0, c]
+            t01 = tex[b, y0, x1, c]
+            t10 = tex[b, y1, x0, c]
+            t11 = tex[b, y1, x1, c]
+            gx += g * ((t01 - t00) * (1.0 - fy) + (t11 - t10) * fy)
+            gy += g * ((t10 - t00) * (1.0 - fx) + (t11 - t01) * fx)
+        if want_uv:
+            g_uv[0, n] = gx * Wt
+            g_uv[1, n] = -gy * Ht

@@ -27,7 +27,7 @@ from flamefit.render.antialias import pair_geometry, silhouette_pairs
 from flamefit.render.interpolate import interpolate_t
 from flamefit.render.rasterize import Fragments, rasterize
 from flamefit.render.shade import sh_shading_packed, vertex_normals
-from flamefit.render.texture import texture_packed
+from flamefit.render.texture import texture_packed_t
 from flamefit.render.visibility import vertex_visibility
 
 
@@ -128,7 +128,7 @@ def render_mesh(verts_world: torch.Tensor, faces: torch.Tensor, camera, *, albed
     elif texture is not None:
         tex, vt, ft = texture
         uv_t = interpolate_t(vt.to(verts_world.dtype), ft, frags)
-        color = texture_packed(tex.to(verts_world.dtype), uv_t.t(), frags.pix_batch, mode=texture_mode).t()
+        color = texture_packed_t(tex.to(verts_world.dtype), uv_t, frags.pix_batch, mode=texture_mode)
     else:
         color = verts_world.new_ones(3, frags.pix.shape[0])
     if sh is not None:

@@ -10,8 +10,9 @@ nearer) and faces (F,3) int64 shared by the batch. It runs in two passes:
    ``perspective_correct=True`` triangles with a vertex at depth <= 0 are dropped. Two implementations give
    identical ids: a numba kernel (CPU, parallel over row bands) and a pure-torch one (any device, used on CUDA
    and when numba is missing); pick with ``backend='auto'|'numba'|'torch'``.
-2. **Barycentrics** (differentiable w.r.t. ``verts_px``): for covered pixels only, in torch, from per-face
-   affine coefficients gathered per pixel. With ``perspective_correct=True`` (pass it for a perspective camera)
+2. **Barycentrics** (differentiable w.r.t. ``verts_px``): for covered pixels only, from per-face affine
+   coefficients gathered per pixel, in an autograd Function with a hand-written backward (``_ops.RasterBary``;
+   numba kernels on CPU, torch ops elsewhere). With ``perspective_correct=True`` (pass it for a perspective camera)
    the barycentrics are perspective-correct and the depth is ``1 / sum(b_i / z_i)``; otherwise both are linear
    in screen space (exact for orthographic cameras). Hard rasterization has no gradient at silhouettes — use
    :func:`flamefit.render.antialias` for that.

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from flamefit.render._ops import TextureSample, _numba_for
+
 
 def _sample_packed(tex: torch.Tensor, uv: torch.Tensor, bidx: torch.Tensor | None, mode: str) -> torch.Tensor:
     """tex (B,Ht,Wt,C) or (Ht,Wt,C); uv (N,2); bidx (N,) batch of each sample (None for a shared texture)."""
@@ -57,15 +59,29 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, *, mode: str = "clamp") -> torc
         raise ValueError(f"uv must end in 2 (u, v), got {tuple(uv.shape)}")
     lead = uv.shape[:-1]
     flat_uv = uv.reshape(-1, 2)
-    bidx = None
     if tex.dim() == 4 and tex.shape[0] > 1:
+        if uv.shape[0] != tex.shape[0]:
+            raise ValueError(f"texture batch {tex.shape[0]} does not match the uv batch {uv.shape[0]}")
         per = flat_uv.shape[0] // tex.shape[0]
         bidx = torch.arange(tex.shape[0], device=uv.device).repeat_interleave(per)
-    out = _sample_packed(tex, flat_uv, bidx, mode)
-    return out.view(lead + (tex.shape[-1],))
+    else:
+        bidx = torch.zeros(flat_uv.shape[0], dtype=torch.int64, device=uv.device)
+    out = texture_packed_t(tex, flat_uv.t().to(tex.dtype), bidx, mode=mode)
+    return out.t().reshape(lead + (tex.shape[-1],))
 
 
 def texture_packed(tex: torch.Tensor, uv: torch.Tensor, batch_index: torch.Tensor, *, mode: str = "clamp"
                    ) -> torch.Tensor:
     """Packed lookup: ``uv`` (N,2) with ``batch_index`` (N,) (e.g. ``frags.pix_batch``) -> (N,C)."""
-    return _sample_packed(tex, uv, batch_index, mode)
+    return texture_packed_t(tex, uv.t(), batch_index, mode=mode).t()
+
+
+def texture_packed_t(tex: torch.Tensor, uv_t: torch.Tensor, batch_index: torch.Tensor, *, mode: str = "clamp"
+                     ) -> torch.Tensor:
+    """Structure-of-arrays lookup: ``uv_t`` (2,N) -> (C,N); numba kernels on CPU, torch elsewhere."""
+    if mode not in ("clamp", "wrap"):
+        raise ValueError(f"texture mode must be 'clamp' or 'wrap', got {mode!r}")
+    tex4 = tex if tex.dim() == 4 else tex.unsqueeze(0)
+    if _numba_for(tex4) and uv_t.dtype == tex4.dtype:
+        return TextureSample.apply(tex4, uv_t, batch_index, mode == "wrap")
+    return _sample_packed(tex, uv_t.t(), batch_index, mode).t()

@@ -17,20 +17,20 @@ def icosphere(subdivisions: int = 2, radius: float = 1.0, dtype=torch.float64) -
              (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9), (4, 9, 5), (2, 4, 11),
              (6, 2, 10), (8, 6, 7), (9, 8, 1)]
     v = [np.array(p, dtype=np.float64) / np.linalg.norm(p) for p in verts]
+
+    def mid(a: int, b: int, cache: dict[tuple[int, int], int]) -> int:
+        key = (min(a, b), max(a, b))
+        if key not in cache:
+            m = v[a] + v[b]
+            v.append(m / np.linalg.norm(m))
+            cache[key] = len(v) - 1
+        return cache[key]
+
     for _ in range(subdivisions):
         cache: dict[tuple[int, int], int] = {}
-
-        def mid(a: int, b: int) -> int:
-            key = (min(a, b), max(a, b))
-            if key not in cache:
-                m = v[a] + v[b]
-                v.append(m / np.linalg.norm(m))
-                cache[key] = len(v) - 1
-            return cache[key]
-
         new = []
         for a, b, c in faces:
-            ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
+            ab, bc, ca = mid(a, b, cache), mid(b, c, cache), mid(c, a, cache)
             new += [(a, ab, ca), (b, bc, ab), (c, ca, bc), (ab, bc, ca)]
         faces = new
     return torch.tensor(np.array(v) * radius, dtype=dtype), torch.tensor(faces, dtype=torch.int64)

@@ -79,7 +79,7 @@ def test_perspective_correct_depth_and_barycentrics():
     faces = torch.tensor([[0, 1, 2], [2, 1, 3]])
     frags = rasterize(cam.project(world), faces, 32, 32, perspective_correct=True)
     K = cam.K[0]
-    ys, xs = frags.pix_y.double() + 0.5, frags.pix_x.double() + 0.5
+    xs = frags.pix_x.double() + 0.5
     rx = (xs - K[0, 2]) / K[0, 0]
     # plane z = 3 + x (x in [-1, 1]); along the ray (rx z, ry z, z): z = 3 + rx z -> z = 3 / (1 - rx)
     np.testing.assert_allclose(frags.pix_depth.numpy(), (3.0 / (1.0 - rx)).numpy(), rtol=1e-9)

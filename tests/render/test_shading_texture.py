@@ -66,6 +66,27 @@ def test_interpolate_batched_attributes():
         torch.testing.assert_close(both[b : b + 1], one)
 
 
+def test_texture_kernels_agree(monkeypatch):
+    import importlib
+
+    ops = importlib.import_module("flamefit.render._ops")
+    g = torch.Generator().manual_seed(3)
+    tex = torch.rand(2, 7, 9, 3, generator=g, dtype=torch.float64)
+    uv = torch.rand(2, 5, 6, 2, generator=g, dtype=torch.float64) * 1.6 - 0.3
+    w = torch.randn(2, 5, 6, 3, generator=g, dtype=torch.float64)
+    results = []
+    for flag in (True, False):
+        monkeypatch.setattr(ops, "NUMBA_KERNELS", flag)
+        for mode in ("clamp", "wrap"):
+            t, u = tex.clone().requires_grad_(True), uv.clone().requires_grad_(True)
+            out = texture(t, u, mode=mode)
+            (out * w).sum().backward()
+            results.append((out.detach(), t.grad, u.grad))
+    for a, b in zip(results[:2], results[2:], strict=True):
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y)
+
+
 def test_constant_texture_renders_constant_colour():
     _, faces, frags = _frags()
     vt = torch.rand(3 * 6, 2, dtype=torch.float64) * 1.4 - 0.2  # also outside [0, 1]
@@ -96,7 +117,7 @@ def test_uv_lookup_hits_known_texels():
     torch.testing.assert_close(wrapped, 0.25 * (tex[0, 0] + tex[0, -1] + tex[-1, 0] + tex[-1, -1]))
 
 
-def test_texture_gradients_match_finite_differences():
+def test_texture_gradients_match_finite_differences(kernels):
     g = torch.Generator().manual_seed(0)
     tex = torch.rand(2, 5, 6, 3, generator=g, dtype=torch.float64, requires_grad=True)
     uv = (torch.rand(2, 3, 4, 2, generator=g, dtype=torch.float64) * 0.8 + 0.1).requires_grad_(True)
