@@ -28,6 +28,7 @@ _MODEL_OPTIONS = [
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                  help="Override a config value, e.g. --set photometric.iters=50 (repeatable)."),
     click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1, ..."),
+    click.option("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is best on a busy CPU)."),
     click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                  help="Output folder (created if missing)."),
     click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress display."),
@@ -51,8 +52,13 @@ def _unique_stems(paths: list[Path]) -> list[str]:
     return out
 
 
-def _build(flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides, device):
+def _build(flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides, device, threads=None):
     from flamefit.fit.api import build_fitter
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     from flamefit.fit.config import load_config
 
     cfg = load_config(config_file, overrides)
@@ -118,7 +124,7 @@ def _save(fitter, result, out_dir: Path, name: str, cfg):
 @click.option("--overwrite", is_flag=True, help="Refit images whose outputs already exist.")
 @click.pass_context
 def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides, device,
-        out_dir, progress, overwrite) -> None:
+        threads, out_dir, progress, overwrite) -> None:
     """Fit FLAME (shape, expression, pose, camera, texture, light) to each IMAGE."""
     from flamefit.errors import FlamefitError
     from flamefit.fit.config import save_config
@@ -133,7 +139,7 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
     failed = []
     if todo:
         fitter, cfg = _build(flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides,
-                             device)
+                             device, threads)
         save_config(cfg, out_dir / "config.yaml")
     with _Progress(progress and bool(todo), len(todo)) as prog:
         for path, name in todo:
@@ -174,7 +180,7 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
 @_model_options
 @click.pass_context
 def fit_texture(ctx, fit_npz, image, flame, texture_space, landmarks_static, landmarks_dynamic, config_file,
-                overrides, device, out_dir, progress) -> None:
+                overrides, device, threads, out_dir, progress) -> None:
     """Keep the geometry and camera of FIT_NPZ (from `flamefit fit`) and refit only texture and light to IMAGE.
 
     Writes NAME_texture.npz/.json/_mesh.obj/.glb/_overlay.png into --out.
@@ -183,7 +189,7 @@ def fit_texture(ctx, fit_npz, image, flame, texture_space, landmarks_static, lan
     from flamefit.fit.config import save_config
 
     fitter, cfg = _build(flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides,
-                         device)
+                         device, threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{Path(image).stem}_texture"
     with _Progress(progress, 1) as prog:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from flamefit.errors import ConfigError, ModelFileError
+from flamefit.errors import ConfigError, FlamefitError, ModelFileError
 from flamefit.fit.config import FitConfig
 from flamefit.fit.fitter import FitTarget, Fitter
 from flamefit.fit.result import FitResult, make_result
@@ -29,8 +28,8 @@ def load_dense_correspondence(model):
         return None
     try:
         return dense_correspondence(model)
-    except (ModelFileError, NotImplementedError, RuntimeError, OSError, ValueError):
-        return None  # e.g. no cache and no way to derive one here; the 68-point term still works
+    except (FlamefitError, NotImplementedError, RuntimeError, OSError, ValueError):
+        return None  # e.g. MediaPipe found no face on the model's renders; the 68-point term still works
 
 
 def build_fitter(flame: str | os.PathLike | None = None, texture_space: str | os.PathLike | None = None,
@@ -99,7 +98,7 @@ def fit_texture(fit_npz: str | os.PathLike, image_or_obs, fitter: Fitter | None 
                 **build_kwargs) -> FitResult:
     """Keep the geometry and camera of a saved fit (``NAME.npz``) and fit only the texture (code, offset) and
     light to ``image`` (which must have the size the fit was made for)."""
-    from flamefit.fit.landmarks import model_landmarks_68, project_points
+    from flamefit.fit.landmarks import project_points
     from flamefit.io.results import load_result_params
 
     fitter = fitter or build_fitter(**build_kwargs)
@@ -121,17 +120,14 @@ def fit_texture(fit_npz: str | os.PathLike, image_or_obs, fitter: Fitter | None 
     if size is not None and tuple(size) != (H, W):
         raise ConfigError(f"{fit_npz} was fitted on a {size[1]}x{size[0]} image, this one is {W}x{H}; "
                           "pass the same image (or one of the same size and framing)")
+    # the crop comes from the saved fit's own projected landmarks (exact for this geometry)
     with torch.no_grad():
         verts, _ = fitter.vertices(params)
         pts = fitter.model_points(params, verts)
-        key = "68" if "68" in pts else "dense"
-        proj = project_points(fitter.to_camera(params, pts[key]), params.intrinsics())[0].cpu().numpy()
-        if key == "68":
-            proj = project_points(fitter.to_camera(params, model_landmarks_68(
-                fitter.landmarks68, verts, fitter.faces, params.global_pose, params.neck_pose)),
-                params.intrinsics())[0].cpu().numpy()
-    target.lmks_68 = proj.astype(np.float64) if key == "68" else target.lmks_68
-    if key == "dense":
-        target.lmks_dense = proj.astype(np.float64)
+        K = params.intrinsics()
+        if "68" in pts:
+            target.lmks_68 = project_points(fitter.to_camera(params, pts["68"]), K)[0].cpu().numpy()
+        if "dense" in pts:
+            target.lmks_dense = project_points(fitter.to_camera(params, pts["dense"]), K)[0].cpu().numpy()
     raw = fitter.fit(target, init=params, stages=("texture",), callback=callback)
     return make_result(fitter, raw)

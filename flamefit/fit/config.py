@@ -55,8 +55,8 @@ class WeightsConfig:
     photo: float = 2.0  # robust photometric term on the skin mask
     eye_closure: float = 50.0  # upper-lower eyelid distance matches the detected one
     lip_distance: float = 50.0  # upper-lower lip distance matches the detected one
-    shape_prior: float = 2e-5  # sum of squared coefficients (sd units)
-    expr_prior: float = 2e-5
+    shape_prior: float = 1e-4  # sum of squared coefficients (sd units)
+    expr_prior: float = 1e-4
     jaw_prior: float = 1e-3
     neck_prior: float = 1e-3
     eye_pose_prior: float = 1e-3
@@ -95,7 +95,7 @@ class FitConfig:
     rigid: StageConfig = field(default_factory=lambda: StageConfig(iters=30, lr=0.005))
     landmarks: StageConfig = field(default_factory=lambda: StageConfig(iters=120, lr=0.02))
     appearance: StageConfig = field(default_factory=lambda: StageConfig(iters=20, lr=0.05))
-    photometric: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.04))
+    photometric: StageConfig = field(default_factory=lambda: StageConfig(iters=150, lr=0.05))
     offset: StageConfig = field(default_factory=lambda: StageConfig(iters=40, lr=0.01))
     texture_only: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.01))  # fit-texture
     init: InitConfig = field(default_factory=InitConfig)

@@ -37,7 +37,7 @@ from flamefit.model.texture_space import (
 # Adam learning-rate multipliers per parameter (the stage lr x this): parameters have very different scales.
 _LR_SCALE = {
     "global_pose": 0.1, "neck_pose": 0.05, "jaw_pose": 0.2, "eye_pose": 0.2, "translation": 0.02,
-    "cam_translation": 0.02, "focal_px": 100.0, "shape": 2.5, "expression": 2.5, "tex": 2.5, "light": 2.5,
+    "cam_translation": 0.02, "focal_px": 100.0, "shape": 2.5, "expression": 2.5, "tex": 2.5, "light": 0.5,
     "tex_offset": 0.5,
 }
 

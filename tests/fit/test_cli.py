@@ -8,7 +8,7 @@ import pytest
 from flamefit.cli import main
 
 FAST = ["--set", "resolution=128", "--set", "rigid.iters=5", "--set", "landmarks.iters=15",
-        "--set", "photometric.iters=8", "--set", "offset.iters=4", "--set", "texture_only.iters=4",
+        "--set", "photometric.iters=8", "--set", "appearance.iters=3", "--set", "offset.iters=4", "--set", "texture_only.iters=4",
         "--set", "texture.fit_resolution=64", "--no-progress"]
 
 

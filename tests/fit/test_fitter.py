@@ -53,7 +53,7 @@ def test_initialisation_lands_near_the_landmarks(fitter, case):
 
 def test_every_stage_lowers_its_loss(full_fit):
     names = [s.name for s in full_fit.stages]
-    assert names == ["rigid", "landmarks", "photometric", "offset"]
+    assert names == ["rigid", "landmarks", "appearance", "photometric", "offset"]
     for s in full_fit.stages:
         assert s.loss_end < s.loss_start, s
 

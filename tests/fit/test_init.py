@@ -3,8 +3,8 @@ import math
 import numpy as np
 import torch
 
-from flamefit.fit.init import default_intrinsics, pose_to_camera, solve_pnp
 from flamefit.fit.config import CameraConfig
+from flamefit.fit.init import default_intrinsics, pose_to_camera, solve_pnp
 
 
 def test_default_intrinsics():
