@@ -49,3 +49,17 @@ def synthetic_model_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("synthetic") / "synthetic_flame2023.pkl"
     write_synthetic_flame(path, seed=0)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_user_dirs(tmp_path_factory):
+    """Keep tests away from the developer's config, data and cache folders (and from leaving files there)."""
+    root = tmp_path_factory.mktemp("user_dirs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLAMEFIT_CONFIG", str(root / "config.toml"))
+        mp.setenv("FLAMEFIT_DATA_DIR", str(root / "data"))
+        mp.setenv("FLAMEFIT_CACHE_DIR", str(root / "cache"))
+        for var in ("FLAMEFIT_FLAME_MODEL", "FLAMEFIT_TEXTURE_SPACE", "FLAMEFIT_UV_LAYOUT",
+                    "FLAMEFIT_LANDMARKS_STATIC", "FLAMEFIT_LANDMARKS_DYNAMIC"):
+            mp.delenv(var, raising=False)
+        yield

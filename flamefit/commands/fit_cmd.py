@@ -9,6 +9,7 @@ Reruns skip images whose outputs all exist unless ``--overwrite``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -143,6 +144,7 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
         save_config(cfg, out_dir / "config.yaml")
     with _Progress(progress and bool(todo), len(todo)) as prog:
         for path, name in todo:
+            t_image = time.perf_counter()
             try:
                 from flamefit.fit.api import target_from_input
                 from flamefit.fit.result import make_result
@@ -152,8 +154,9 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
                 raw = fitter.fit(target, callback=prog.callback(name))
                 result = make_result(fitter, raw)
                 _save(fitter, result, out_dir, name, cfg)
-                total = sum(s.seconds for s in raw.stages) + raw.init_seconds
-                prog.log(f"ok: {path} -> {out_dir / name}.npz ({total:.1f} s)")
+                fit_s = sum(s.seconds for s in raw.stages) + raw.init_seconds
+                prog.log(f"ok: {path} -> {out_dir / name}.npz ({time.perf_counter() - t_image:.1f} s; "
+                         f"fit {fit_s:.1f} s)")
             except FlamefitError as exc:
                 if debug:
                     raise

@@ -90,7 +90,7 @@ class FitConfig:
     n_shape: int = 100  # identity components optimised
     n_expr: int = 50  # expression components optimised
     robust_scale: float = 0.1  # photometric Geman-McClure scale (RGB units)
-    photometric_landmark_scale: float = 0.3  # factor on the landmark terms during the photometric stage
+    photometric_landmark_scale: float = 1.0  # factor on the landmark terms during the photometric stage
     adam_beta2: float = 0.999  # Adam's second-moment decay
     rigid: StageConfig = field(default_factory=lambda: StageConfig(iters=30, lr=0.005))
     landmarks: StageConfig = field(default_factory=lambda: StageConfig(iters=120, lr=0.02))

@@ -12,7 +12,6 @@ Usage::
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -87,7 +86,7 @@ class Crop:
     def to_orig(self, pts: np.ndarray) -> np.ndarray:
         return np.asarray(pts, dtype=np.float64) / self.scale + self.offset
 
-    def warp(self, image: np.ndarray, interpolation: str = "linear") -> np.ndarray:
+    def warp(self, image: np.ndarray, interpolation: str = "linear", border: str = "replicate") -> np.ndarray:
         """Resample ``image`` (H,W[,C]) into the crop (OpenCV, pixel-centre conventions reconciled)."""
         import cv2
 
@@ -99,7 +98,8 @@ class Crop:
         # corner-origin: x' = s (x - o); OpenCV centre-origin: x'_cv + .5 = s (x_cv + .5 - o)
         M = np.array([[s, 0, s * (0.5 - self.offset[0]) - 0.5], [0, s, s * (0.5 - self.offset[1]) - 0.5]])
         flag = cv2.INTER_LINEAR if interpolation == "linear" else cv2.INTER_NEAREST
-        return cv2.warpAffine(src, M, (self.size, self.size), flags=flag, borderMode=cv2.BORDER_REPLICATE)
+        mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
+        return cv2.warpAffine(src, M, (self.size, self.size), flags=flag, borderMode=mode, borderValue=0)
 
 
 @dataclass
@@ -251,9 +251,12 @@ class Fitter:
             principal = (W / 2.0, H / 2.0)
         data["focal_px"] = focal * crop.scale
         data["principal_px"] = crop.to_crop(np.array(principal))
+        # pixels of the crop that lie outside the original image carry no measurement
+        data["valid"] = torch.as_tensor(crop.warp(np.ones(image.shape[:2], np.float32), border="zero") > 0.999,
+                                        **kw).unsqueeze(0)
         if target.mask is not None:
-            m = crop.warp(np.asarray(target.mask, dtype=np.float32))
-            data["mask"] = torch.as_tensor(np.clip(m, 0, 1), **kw).unsqueeze(0)
+            m = crop.warp(np.asarray(target.mask, dtype=np.float32), border="zero")
+            data["mask"] = torch.as_tensor(np.clip(m, 0, 1), **kw).unsqueeze(0) * data["valid"]
         else:
             data["mask"] = None
         targets, weights, pnp = [], [], []
@@ -287,13 +290,14 @@ class Fitter:
         data["pnp_mask"] = torch.cat(pnp)
         return data
 
-    def _points_fn(self):
+    def _points_fn(self, data: dict):
+        """The model points matching ``data['lmk_targets']`` (68 and/or dense, in that order)."""
         def fn(vertices, params):
             pts = self.model_points(params, vertices)
             parts = []
-            if "68" in pts and self._use68:
+            if data["lmk68"] is not None and "68" in pts:
                 parts.append(pts["68"])
-            if "dense" in pts and self._use_dense:
+            if data["dense"] is not None and "dense" in pts:
                 parts.append(pts["dense"])
             return torch.cat(parts, 1)
         return fn
@@ -304,18 +308,17 @@ class Fitter:
         p = FlameParams.zeros(1, self.n_shape, self.n_expr, n_tex=self.texture_space.n_components,
                               light_channels=light_c, focal_px=data["focal_px"],
                               principal_px=tuple(data["principal_px"]), device=self.device, dtype=self.dtype)
-        problem = LandmarkProblem(self._points_fn(), data["lmk_targets"], data["lmk_weights"], data["pnp_mask"])
+        problem = LandmarkProblem(self._points_fn(data), data["lmk_targets"], data["lmk_weights"], data["pnp_mask"])
         return initialize(self.model, problem, p, float(cfg.resolution), cfg.init)
 
     def fit(self, target: FitTarget, init: FlameParams | None = None, stages: tuple[str, ...] | None = None,
             callback=None) -> RawFit:
-        """Fit one image. ``init``: warm start (crop intrinsics are recomputed); ``stages``: subset/order of
-        'rigid', 'landmarks', 'photometric', 'offset' (default all, skipping iters == 0). ``callback(stage, i,
-        n)`` is called every iteration (progress bars)."""
+        """Fit one image. ``init``: warm start with intrinsics of the ORIGINAL image (mapped to the crop here);
+        ``stages``: subset/order of 'rigid', 'landmarks', 'appearance', 'photometric', 'offset', 'texture' (default
+        all but 'texture'; stages with iters == 0 are skipped). ``callback(stage, i, n)`` is called every
+        iteration (progress bars)."""
         torch.manual_seed(self.cfg.seed)
         data = self.prepare(target)
-        self._use68 = data["lmk68"] is not None
-        self._use_dense = data["dense"] is not None
         t0 = time.perf_counter()
         if init is None:
             params = self.initial_params(data)
@@ -463,7 +466,7 @@ class Fitter:
     def _photo_mask(self, data: dict) -> torch.Tensor:
         """(1,H,W) skin weights: the given skin mask, else the landmark hull minus eyes and mouth."""
         if data["mask"] is None:
-            data["mask"] = self._hull_mask(data)
+            data["mask"] = self._hull_mask(data) * data["valid"]
         return data["mask"]
 
     @torch.no_grad()
@@ -545,6 +548,3 @@ def _ridge(A: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float = 1
     g = A.t() @ y.squeeze(-1) + lam * prior
     return torch.linalg.solve(H, g)
 
-
-def replace_params(params: FlameParams, **changes) -> FlameParams:
-    return dataclasses.replace(params, **changes)

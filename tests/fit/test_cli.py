@@ -8,7 +8,8 @@ import pytest
 from flamefit.cli import main
 
 FAST = ["--set", "resolution=128", "--set", "rigid.iters=5", "--set", "landmarks.iters=15",
-        "--set", "photometric.iters=8", "--set", "appearance.iters=3", "--set", "offset.iters=4", "--set", "texture_only.iters=4",
+        "--set", "photometric.iters=8", "--set", "appearance.iters=3", "--set", "offset.iters=4",
+        "--set", "texture_only.iters=4",
         "--set", "texture.fit_resolution=64", "--no-progress"]
 
 
@@ -81,3 +82,21 @@ def test_bad_config_is_a_config_error(env, tmp_path, shared_assets):
     good = shared_assets / "images" / "ffhq_256" / "00002.png"
     rc = main(["fit", str(good), "--out", str(tmp_path), "--set", "weights.nope=1"])
     assert rc == 2  # ConfigError
+
+
+def test_missing_model_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    """No ../shared needed: a missing model file stops before any image work, with the path in the message."""
+    monkeypatch.setenv("FLAMEFIT_FLAME_MODEL", str(tmp_path / "nope.pkl"))
+    img = tmp_path / "x.png"
+    img.write_bytes(b"")
+    rc = main(["fit", str(img), "--out", str(tmp_path / "out")])
+    assert rc == 3  # ModelFileError
+    assert "nope.pkl" in capsys.readouterr().err
+
+
+def test_help_lists_the_options(capsys):
+    assert main(["fit", "--help"]) == 0
+    out = capsys.readouterr().out
+    for opt in ("--flame", "--texture-space", "--config", "--set", "--overwrite", "--out"):
+        assert opt in out
+    assert main(["fit-texture", "--help"]) == 0

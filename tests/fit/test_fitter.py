@@ -37,7 +37,6 @@ def full_fit(fitter, case):
 
 def test_initialisation_lands_near_the_landmarks(fitter, case):
     data = fitter.prepare(case.target)
-    fitter._use68, fitter._use_dense = True, False
     params = fitter.initial_params(data)
     v, _ = fitter.vertices(params)
     pts = fitter.model_points(params, v)["68"]
@@ -154,3 +153,18 @@ def test_fresh_clone_synthetic_model(synthetic_setup):
     mean.expression = torch.zeros_like(mean.expression)
     base = _errors(f, mean, c, region)
     assert err["aligned_mm"] < 0.8 * base["aligned_mm"], (err, base)
+
+
+def test_crop_maps_points_and_pixels_consistently():
+    from flamefit.fit.fitter import Crop
+
+    img = np.zeros((50, 80, 3), np.float32)
+    img[20, 30] = 1.0  # pixel centre (30.5, 20.5)
+    crop = Crop.around(np.array([[10.0, 5.0], [50.0, 45.0]]), size=80, crop_scale=1.0)  # 40 px box -> 80 px
+    out = crop.warp(img, interpolation="nearest")
+    x, y = crop.to_crop(np.array([30.5, 20.5]))
+    assert out[int(y), int(x)].max() == 1.0
+    assert np.allclose(crop.to_orig(crop.to_crop(np.array([[1.0, 2.0]]))), [[1.0, 2.0]])
+    outside = Crop.around(np.array([[-30.0, -30.0], [10.0, 10.0]]), size=40, crop_scale=1.0)
+    valid = outside.warp(np.ones((50, 80), np.float32), border="zero")
+    assert valid[0, 0] == 0 and valid[-1, -1] == 1
