@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from flamefit.commands._common import unique_stems
+
 
 def _parse_select(value: str) -> str | int:
     if value == "largest":
@@ -47,17 +49,6 @@ def draw_overlay(image, lmks_dense, lmks_68=None, mask=None):
     return vis
 
 
-def _unique_stems(paths: list[Path]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for p in paths:
-        stem = p.stem or "image"
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        out.append(stem if n == 0 else f"{stem}_{n}")
-    return out
-
-
 @click.command(name="detect")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -87,7 +78,7 @@ def detect(images, out_dir, as_json, select, mask, mask_backend, bisenet_weights
         out_dir.mkdir(parents=True, exist_ok=True)
     results, failures = [], []
     with LandmarkDetector() as detector:
-        for path, stem in zip(images, _unique_stems(list(images)), strict=True):
+        for path, stem in zip(images, unique_stems(list(images)), strict=True):
             entry: dict = {"source": str(path)}
             try:
                 obs = observe(path, select=face, mask=mask, mask_backend=mask_backend,

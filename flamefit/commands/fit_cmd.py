@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from flamefit.commands._common import unique_stems
+
 _MODEL_OPTIONS = [
     click.option("--flame", "flame", type=click.Path(dir_okay=False, path_type=Path),
                  help="FLAME model file (else $FLAMEFIT_FLAME_MODEL, the config file, the data directory)."),
@@ -40,17 +42,6 @@ def _model_options(fn):
     for opt in reversed(_MODEL_OPTIONS):
         fn = opt(fn)
     return fn
-
-
-def _unique_stems(paths: list[Path]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for p in paths:
-        stem = p.stem or "image"
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        out.append(stem if n == 0 else f"{stem}_{n}")
-    return out
 
 
 def _build(flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides, device, threads=None):
@@ -133,7 +124,7 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
 
     debug = bool((ctx.obj or {}).get("debug"))
     images = [Path(p) for p in images]
-    names = _unique_stems(images)
+    names = unique_stems(images)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = [(p, n) for p, n in zip(images, names, strict=True) if overwrite or not is_finished(out_dir, n)]
     skipped = len(images) - len(todo)

@@ -44,8 +44,7 @@ def build_fitter(flame: str | os.PathLike | None = None, texture_space: str | os
 
     cfg = config or FitConfig()
     model_path = resolve_asset("flame", flame)
-    model = load_flame(model_path, n_shape=_clip_n(model_path, "shape", cfg.n_shape),
-                       n_expr=_clip_n(model_path, "expr", cfg.n_expr), device=device)
+    model = load_flame(model_path, device=device)
     ts = None
     if texture_space is None or str(texture_space).lower() not in NO_TEXTURE_SPACE:
         ts_path = resolve_asset("texture_space", texture_space, required=texture_space is not None)
@@ -62,14 +61,6 @@ def build_fitter(flame: str | os.PathLike | None = None, texture_space: str | os
             "$FLAMEFIT_LANDMARKS_DYNAMIC, or the data directory; see `flamefit model info`)"
         )
     return Fitter(model, texture_space=ts, landmarks68=lmk68, dense_landmarks=dense_lmk, config=cfg)
-
-
-def _clip_n(path, which: str, n: int) -> int:
-    # load only what is fitted (less memory traffic per iteration); the file decides the maximum
-    from flamefit.model.flame_file import read_flame_file
-
-    data = read_flame_file(path)
-    return min(n, data.n_shape_total if which == "shape" else data.n_expr_total)
 
 
 def target_from_input(image_or_obs, name: str | None = None) -> FitTarget:

@@ -146,7 +146,8 @@ class Fitter:
         self.faces = model.faces
         self.n_shape = min(self.cfg.n_shape, model.n_shape)
         self.n_expr = min(self.cfg.n_expr, model.n_expr)
-        self.model = truncated_model(model, self.n_shape, self.n_expr)
+        # Fit only the configured components (less memory traffic per iteration); other models as they are.
+        self.model = model.truncated(self.n_shape, self.n_expr) if hasattr(model, "truncated") else model
         self.texture_space = self._appearance(texture_space)
         vt = self.texture_space.vt if self.texture_space.vt is not None else None
         ft = self.texture_space.ft
@@ -521,24 +522,6 @@ class Fitter:
             for c in range(3):
                 light[0, :, c] = _ridge(basis * albedo[:, c:c + 1], img[:, c:c + 1], params.light[0, :, c])
         params.light = light
-
-
-def truncated_model(model, n_shape: int, n_expr: int):
-    """A shallow copy of a FlameModel keeping only the first n_shape/n_expr components (less memory traffic per
-    iteration; the original is untouched). Models without that layout are returned as they are."""
-    import copy
-
-    dirs = getattr(model, "shapedirs", None)
-    ms, me = getattr(model, "n_shape", None), getattr(model, "n_expr", None)
-    if dirs is None or ms is None or me is None or dirs.ndim != 3 or dirs.shape[2] != ms + me:
-        return model
-    if n_shape == ms and n_expr == me:
-        return model
-    new = copy.copy(model)
-    new._buffers = dict(model._buffers)  # noqa: SLF001 - do not share the buffer dict with the original
-    new._buffers["shapedirs"] = torch.cat([dirs[:, :, :n_shape], dirs[:, :, ms:ms + n_expr]], 2).contiguous()
-    new.n_shape, new.n_expr = n_shape, n_expr
-    return new
 
 
 def _ridge(A: torch.Tensor, y: torch.Tensor, prior: torch.Tensor, lam: float = 1e-3) -> torch.Tensor:

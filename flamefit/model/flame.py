@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,23 @@ class FlameModel(nn.Module):
         if self.uv_vt is None:
             return None
         return UVLayout(self.uv_vt, self.uv_ft, getattr(self, "_uv_source", ""))
+
+    def truncated(self, n_shape: int, n_expr: int) -> FlameModel:
+        """A copy that keeps only the first ``n_shape`` identity and ``n_expr`` expression components.
+
+        Buffers other than the blendshapes are shared with this model (no copy); fitting fewer components
+        means less memory traffic per evaluation.
+        """
+        if not (0 <= n_shape <= self.n_shape and 0 <= n_expr <= self.n_expr):
+            raise ValueError(f"can only truncate to at most ({self.n_shape}, {self.n_expr}) components, "
+                             f"asked for ({n_shape}, {n_expr})")
+        if (n_shape, n_expr) == (self.n_shape, self.n_expr):
+            return self
+        new = copy.copy(self)
+        new._buffers = dict(self._buffers)  # own buffer table, shared tensors
+        new.shapedirs = torch.cat([self.shapedirs[:n_shape], self.shapedirs[self.n_shape:self.n_shape + n_expr]])
+        new.n_shape, new.n_expr = n_shape, n_expr
+        return new
 
     @property
     def num_vertices(self) -> int:

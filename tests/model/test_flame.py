@@ -180,3 +180,16 @@ def test_cuda_matches_cpu(synthetic_model_path):
     cpu = model(**params).vertices
     gpu = model.to("cuda")(**{k: v.cuda() for k, v in params.items()}).vertices
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-9, rtol=0)
+
+
+def test_truncated_model_equals_zero_padded_full_model(synthetic_model_path):
+    model = flamefit.load_flame(synthetic_model_path, dtype=torch.float64)
+    small = model.truncated(5, 3)
+    assert (small.n_shape, small.n_expr) == (5, 3) and model.n_shape == 20  # the original is untouched
+    g = torch.Generator().manual_seed(0)
+    shape = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    expr = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(small(shape=shape, expression=expr).vertices,
+                               model(shape=shape, expression=expr).vertices)
+    with pytest.raises(ValueError, match="at most"):
+        model.truncated(50, 3)
