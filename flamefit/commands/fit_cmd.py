@@ -119,7 +119,9 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
         threads, out_dir, progress, overwrite) -> None:
     """Fit FLAME (shape, expression, pose, camera, texture, light) to each IMAGE."""
     from flamefit.errors import FlamefitError
+    from flamefit.fit.api import target_from_input
     from flamefit.fit.config import save_config
+    from flamefit.fit.result import make_result
     from flamefit.io.results import is_finished
 
     debug = bool((ctx.obj or {}).get("debug"))
@@ -137,9 +139,6 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
         for path, name in todo:
             t_image = time.perf_counter()
             try:
-                from flamefit.fit.api import target_from_input
-                from flamefit.fit.result import make_result
-
                 target = target_from_input(path)
                 target.name = name
                 raw = fitter.fit(target, callback=prog.callback(name))
@@ -162,8 +161,6 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
     done = len(todo) - len(failed)
     click.echo(f"{done} fitted, {skipped} skipped (already done), {len(failed)} failed", err=True)
     if failed:
-        from flamefit.errors import FlamefitError
-
         # an exception (not click's Exit) so flamefit.cli.main turns it into a non-zero exit status
         raise FlamefitError(f"{len(failed)} of {len(images)} images failed: {', '.join(map(str, failed))}")
 
