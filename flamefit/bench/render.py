@@ -122,10 +122,9 @@ def _hull_coverage(points, size: int) -> float:
     return float(inside.mean())
 
 
-def _workload(verts, faces, cam, device: str, backend: str):
+def _inputs(verts, device: str):
+    """The optimised tensors both workloads share: per-vertex albedo, SH 9x3 light, vertices (seeded)."""
     import torch
-
-    from flamefit.render import render_mesh
 
     B, V, _ = verts.shape
     g = torch.Generator().manual_seed(1)
@@ -133,7 +132,15 @@ def _workload(verts, faces, cam, device: str, backend: str):
     sh = torch.zeros(B, 9, 3)
     sh[:, 0], sh[:, 3] = 3.0, -1.0
     sh = sh.to(device).requires_grad_(True)
-    v = verts.clone().requires_grad_(True)
+    return g, albedo, sh, verts.clone().requires_grad_(True)
+
+
+def _workload(verts, faces, cam, device: str, backend: str):
+    import torch
+
+    from flamefit.render import render_mesh
+
+    _, albedo, sh, v = _inputs(verts, device)
     with torch.no_grad():
         ref = render_mesh(verts * 1.02, faces, cam, albedo=albedo * 0.9, sh=sh, backend=backend)
         target_rgb, target_alpha = ref.rgb.clone(), ref.alpha.clone()
@@ -175,12 +182,7 @@ def _pytorch3d_workload(verts, faces, cam, device: str):
                                 in_ndc=False, image_size=torch.tensor([[H, W]] * B), device=device)
     raster = MeshRasterizer(cameras=p3_cam, raster_settings=RasterizationSettings(
         image_size=(H, W), blur_radius=0.0, faces_per_pixel=1, bin_size=0))
-    g = torch.Generator().manual_seed(1)
-    albedo = (0.4 + 0.3 * torch.rand(B, V, 3, generator=g)).to(device).requires_grad_(True)
-    sh = torch.zeros(B, 9, 3)
-    sh[:, 0], sh[:, 3] = 3.0, -1.0
-    sh = sh.to(device).requires_grad_(True)
-    v = verts.clone().requires_grad_(True)
+    g, albedo, sh, v = _inputs(verts, device)
     target = torch.rand(B, H, W, 3, generator=g).to(device)
 
     def forward():
