@@ -87,7 +87,7 @@ def synthetic(fitter, n: int = 20, seed0: int = 1000) -> dict:
 
 def _skin_psnr(fitter, raw, image, skin, with_offset: bool) -> float:
     from flamefit.fit import synthetic as S
-    from flamefit.fit.result import params_to_original
+    from flamefit.fit.crop import params_to_original
 
     p = params_to_original(raw.params, raw.crop)
     if not with_offset:

@@ -94,8 +94,8 @@ def _correspondence(root: Path) -> dict:
 
     import torch
 
+    from flamefit.fit.correspondence import dense_correspondence
     from flamefit.model import load_flame, load_ringnet_68
-    from flamefit.model.correspondence import dense_correspondence
     from flamefit.observe.mp68 import GROUPS_68, MP_TO_68
 
     model = load_flame(root / "flame_standin" / "standin_flame2023.pkl")

@@ -23,7 +23,7 @@ NO_TEXTURE_SPACE = ("none", "free", "")
 def load_dense_correspondence(model):
     """MediaPipe-478 positions on the mesh when flamefit can provide them for this model, else None."""
     try:
-        from flamefit.model.correspondence import dense_correspondence
+        from flamefit.fit.correspondence import dense_correspondence
     except ImportError:
         return None
     try:

@@ -22,6 +22,7 @@ import torch
 from flamefit.errors import ConfigError, InputImageError
 from flamefit.fit import losses as L
 from flamefit.fit.config import FitConfig, StageConfig
+from flamefit.fit.crop import Crop, params_to_crop
 from flamefit.fit.init import LandmarkProblem, default_intrinsics, initialize
 from flamefit.fit.landmarks import JAW, model_landmarks_68, project_points
 from flamefit.fit.params import FlameParams
@@ -63,43 +64,6 @@ class FitTarget:
         """From :class:`flamefit.observe.Observation` (image, lmks_dense, lmks_68, mask)."""
         return cls(image=np.asarray(obs.image, dtype=np.float32), lmks_68=getattr(obs, "lmks_68", None),
                    lmks_dense=getattr(obs, "lmks_dense", None), mask=getattr(obs, "mask", None), name=name)
-
-
-@dataclass
-class Crop:
-    """Square crop: crop_px = (orig_px - offset) * scale, for an output of ``size`` x ``size`` pixels."""
-
-    offset: np.ndarray  # (2,)
-    scale: float
-    size: int
-
-    @classmethod
-    def around(cls, points: np.ndarray, size: int, crop_scale: float) -> Crop:
-        lo, hi = points.min(0), points.max(0)
-        centre = (lo + hi) / 2
-        side = max(float((hi - lo).max()) * crop_scale, 8.0)
-        return cls(offset=centre - side / 2, scale=size / side, size=size)
-
-    def to_crop(self, pts: np.ndarray) -> np.ndarray:
-        return (np.asarray(pts, dtype=np.float64) - self.offset) * self.scale
-
-    def to_orig(self, pts: np.ndarray) -> np.ndarray:
-        return np.asarray(pts, dtype=np.float64) / self.scale + self.offset
-
-    def warp(self, image: np.ndarray, interpolation: str = "linear", border: str = "replicate") -> np.ndarray:
-        """Resample ``image`` (H,W[,C]) into the crop (OpenCV, pixel-centre conventions reconciled)."""
-        import cv2
-
-        s = self.scale
-        src = np.ascontiguousarray(image, dtype=np.float32)
-        if s < 0.5 and interpolation == "linear":  # antialias before a strong downscale
-            sigma = 0.5 / s
-            src = cv2.GaussianBlur(src, (0, 0), sigmaX=sigma, sigmaY=sigma)
-        # corner-origin: x' = s (x - o); OpenCV centre-origin: x'_cv + .5 = s (x_cv + .5 - o)
-        M = np.array([[s, 0, s * (0.5 - self.offset[0]) - 0.5], [0, s, s * (0.5 - self.offset[1]) - 0.5]])
-        flag = cv2.INTER_LINEAR if interpolation == "linear" else cv2.INTER_NEAREST
-        mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
-        return cv2.warpAffine(src, M, (self.size, self.size), flags=flag, borderMode=mode, borderValue=0)
 
 
 @dataclass
@@ -324,8 +288,6 @@ class Fitter:
         if init is None:
             params = self.initial_params(data)
         else:  # warm start: intrinsics given for the original image -> this crop
-            from flamefit.fit.result import params_to_crop
-
             params = params_to_crop(init.to(self.device, self.dtype), data["crop"])
             if params.tex.shape[1] != self.texture_space.n_components:
                 params.tex = torch.zeros(1, self.texture_space.n_components, device=self.device, dtype=self.dtype)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from flamefit.fit.crop import params_to_original
 from flamefit.fit.fitter import Fitter, RawFit
 from flamefit.fit.landmarks import model_landmarks_68, project_points
 from flamefit.fit.params import FlameParams
@@ -81,23 +82,6 @@ class FitResult:
             for k, v in self.params.to_dict().items():
                 out[f"param_{k}"] = v[0]
         return out
-
-
-def params_to_original(params: FlameParams, crop) -> FlameParams:
-    """Crop intrinsics -> original-image intrinsics (crop_px = (orig_px - offset) * scale)."""
-    p = params.detach()
-    p.focal_px = p.focal_px / crop.scale
-    off = torch.as_tensor(crop.offset, dtype=p.principal_px.dtype, device=p.principal_px.device)
-    p.principal_px = p.principal_px / crop.scale + off
-    return p
-
-
-def params_to_crop(params: FlameParams, crop) -> FlameParams:
-    p = params.detach()
-    p.focal_px = p.focal_px * crop.scale
-    off = torch.as_tensor(crop.offset, dtype=p.principal_px.dtype, device=p.principal_px.device)
-    p.principal_px = (p.principal_px - off) * crop.scale
-    return p
 
 
 def make_overlay(image: np.ndarray, render: np.ndarray, alpha: np.ndarray, blend: float = 0.6) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Landmarks on the mesh: barycentric embeddings ``(face_idx, bary)``.
 
 :class:`MeshLandmarks` evaluates any such set (e.g. MediaPipe's 478 points, see
-:mod:`flamefit.model.correspondence`). :class:`Landmarks68` is the RingNet/DECA 68-point scheme: 51 static
+:mod:`flamefit.fit.correspondence`). :class:`Landmarks68` is the RingNet/DECA 68-point scheme: 51 static
 inner points plus 17 jaw-contour points picked from 79 yaw bins (0..39 degrees, then -1..-39), as the FLAME
 authors do, so that the contour follows the silhouette when the head turns.
 """

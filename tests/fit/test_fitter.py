@@ -156,7 +156,7 @@ def test_fresh_clone_synthetic_model(synthetic_setup):
 
 
 def test_crop_maps_points_and_pixels_consistently():
-    from flamefit.fit.fitter import Crop
+    from flamefit.fit.crop import Crop
 
     img = np.zeros((50, 80, 3), np.float32)
     img[20, 30] = 1.0  # pixel centre (30.5, 20.5)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flamefit.errors import ModelFileError
-from flamefit.model import correspondence as corr
+from flamefit.fit import correspondence as corr
 from flamefit.model.landmarks import MeshLandmarks
 
 
