@@ -21,6 +21,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from flamefit.ibug68 import GROUPS, INNER, OUTER_EYE_CORNERS
+
 
 def _assets(path: str | None) -> Path:
     from flamefit.errors import ConfigError
@@ -33,15 +35,20 @@ def _assets(path: str | None) -> Path:
     raise ConfigError("Development assets not found: pass --assets DIR (the shared/assets folder).")
 
 
+def _iod(ref: np.ndarray) -> float:
+    a, b = OUTER_EYE_CORNERS
+    return float(np.linalg.norm(ref[a] - ref[b]))
+
+
 def _nme(pred: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(pred - ref, axis=1).mean() / np.linalg.norm(ref[36] - ref[45]))
+    return float(np.linalg.norm(pred - ref, axis=1).mean() / _iod(ref))
 
 
 def run(assets: str | None = None, correspondence: bool = False) -> dict:
     from flamefit.observe.image import load_image
     from flamefit.observe.landmarks import LandmarkDetector
     from flamefit.observe.mask import skin_mask
-    from flamefit.observe.mp68 import GROUPS_68, dense_to_68
+    from flamefit.observe.mp68 import dense_to_68
 
     root = _assets(assets)
     ffhq = root / "images" / "ffhq_256"
@@ -61,8 +68,8 @@ def run(assets: str | None = None, correspondence: bool = False) -> dict:
             theirs = np.array([d.lmks_dense[idx].mean(0) for idx in ref_table])
             row = {"image": path.stem, "nme": _nme(ours, ref), "nme_reference_table": _nme(theirs, ref),
                    "confidence": float(d.confidence), "detect_ms": 1000 * (t1 - t0), "mask_ms": 1000 * (t2 - t1)}
-            iod = np.linalg.norm(ref[36] - ref[45])
-            for name, sl in GROUPS_68.items():
+            iod = _iod(ref)
+            for name, sl in GROUPS.items():
                 row[f"nme_{name}"] = float(np.linalg.norm(ours[sl] - ref[sl], axis=1).mean() / iod)
             ref_mask_path = ffhq / "skin_masks" / f"{path.stem}.npy"
             if ref_mask_path.is_file():
@@ -96,7 +103,7 @@ def _correspondence(root: Path) -> dict:
 
     from flamefit.fit.correspondence import dense_correspondence
     from flamefit.model import load_flame, load_ringnet_68
-    from flamefit.observe.mp68 import GROUPS_68, MP_TO_68
+    from flamefit.observe.mp68 import MP_TO_68
 
     model = load_flame(root / "flame_standin" / "standin_flame2023.pkl")
     t0 = time.perf_counter()
@@ -110,9 +117,9 @@ def _correspondence(root: Path) -> dict:
     ringnet = load_ringnet_68(emb / "flame_static_embedding.pkl", emb / "flame_dynamic_embedding.npy")
     ref = ringnet.project(verts, model.faces)[0].numpy()
     err = np.linalg.norm(ours - ref, axis=1) * 1000
-    out = {"derive_seconds": seconds, "inner51_mean_mm": float(err[17:].mean()),
-           "inner51_max_mm": float(err[17:].max())}
-    for name, sl in GROUPS_68.items():
+    out = {"derive_seconds": seconds, "inner51_mean_mm": float(err[INNER].mean()),
+           "inner51_max_mm": float(err[INNER].max())}
+    for name, sl in GROUPS.items():
         key = "jaw_vs_frontal_contour" if name == "jaw" else name
         out[f"{key}_mean_mm"] = float(err[sl].mean())
         out[f"{key}_max_mm"] = float(err[sl].max())

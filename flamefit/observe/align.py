@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from flamefit.ibug68 import LEFT_EYE, RIGHT_EYE
+
 
 def ffhq_quad(lmks: np.ndarray) -> np.ndarray:
     """The FFHQ crop square (4, 2): top-left, bottom-left, bottom-right, top-right corners, in image pixels.
@@ -24,8 +26,8 @@ def ffhq_quad(lmks: np.ndarray) -> np.ndarray:
         pts = dense_to_68(pts)
     if pts.shape != (68, 2):
         raise ValueError(f"align_face expects (68, 2) or (478, 2) landmarks, got {pts.shape}")
-    eye_left = pts[36:42].mean(0)  # image left: the subject's right eye
-    eye_right = pts[42:48].mean(0)
+    eye_left = pts[RIGHT_EYE].mean(0)  # image left: the subject's right eye
+    eye_right = pts[LEFT_EYE].mean(0)
     eye_avg = (eye_left + eye_right) / 2
     eye_to_eye = eye_right - eye_left
     mouth_avg = (pts[48] + pts[54]) / 2

@@ -3,7 +3,8 @@
 Orthogonal, batched primitives in the spirit of nvdiffrast:
 
 * cameras (``camera.py``): :class:`PerspectiveCamera` (pixel K, OpenCV R, t), :class:`OrthographicCamera`
-  (weak perspective), OpenCV <-> OpenGL conversions, ``look_at``, ``camera_from_fov``;
+  (weak perspective), the one projection :func:`project_points`, OpenCV <-> OpenGL conversions
+  (``opencv_to_opengl_view`` ...), ``look_at``, ``camera_from_fov``;
 * :func:`rasterize` (``rasterize.py``): pixels -> :class:`Fragments` (triangle id, differentiable barycentrics
   and depth); numba z-buffer on CPU, pure torch elsewhere;
 * :func:`interpolate`, :func:`interpolate_uv` (``interpolate.py``): per-vertex attributes -> images;
@@ -33,7 +34,9 @@ from flamefit.render.camera import (
     intrinsics_to_opengl_projection,
     look_at,
     opencv_to_opengl_extrinsics,
+    opencv_to_opengl_view,
     opengl_to_opencv_extrinsics,
+    project_points,
 )
 from flamefit.render.interpolate import interpolate, interpolate_t, interpolate_uv
 from flamefit.render.mesh_renderer import RenderOutput, render_mesh
@@ -67,7 +70,9 @@ __all__ = [
     "intrinsics_to_opengl_projection",
     "look_at",
     "opencv_to_opengl_extrinsics",
+    "opencv_to_opengl_view",
     "opengl_to_opencv_extrinsics",
+    "project_points",
     "rasterize",
     "render_mesh",
     "sh_basis",

@@ -12,8 +12,14 @@ Conventions (see docs/ARCHITECTURE.md):
   ``opencv_to_opengl_extrinsics`` / ``opengl_to_opencv_extrinsics`` flip the camera's y and z axes, and
   ``intrinsics_to_opengl_projection`` builds the matching 4x4 projection. Nothing else flips axes.
 
+:func:`project_points` is THE perspective projection of the library (camera-frame points and K -> pixels);
+the cameras, the fitter's landmarks and its initialisation all use it. Depth is clamped to
+``MIN_PROJECT_DEPTH_M`` before the division, so points at or behind the camera plane give finite (far away,
+meaningless) pixels instead of inf/NaN, and no gradient through that clamp; callers that care test ``z > 0``
+themselves (the rasterizer drops such triangles with ``perspective_correct=True``).
+
 ``project`` returns ``(x_px, y_px, depth)``: the pixel position and the camera-frame z in metres (smaller is
-nearer), which is exactly what :func:`flamefit.render.rasterize` takes.
+nearer, NOT clamped), which is exactly what :func:`flamefit.render.rasterize` takes.
 
 Shapes are batched (B first); a batch of 1 broadcasts against any B of points. ``device``/``dtype`` follow the
 tensors you build the camera from.
@@ -28,6 +34,31 @@ import torch
 
 # diag(1, -1, -1): turns OpenCV camera axes into OpenGL camera axes and back (it is its own inverse).
 _CV_GL_FLIP = (1.0, -1.0, -1.0)
+
+# Depth (metres) below which project_points clamps z: 1 micrometre, far nearer than any real camera-to-face
+# distance, so it only ever acts on degenerate points (z <= 0), keeping their pixels finite.
+MIN_PROJECT_DEPTH_M = 1e-6
+
+
+def project_points(points_cam: torch.Tensor, K: torch.Tensor, min_depth_m: float = MIN_PROJECT_DEPTH_M
+                   ) -> torch.Tensor:
+    """Perspective projection: camera-frame points (B,N,3) (OpenCV: x right, y down, z forward, metres) and
+    pixel intrinsics K (B,3,3) ``[[fx, s, cx], [0, fy, cy], [0, 0, 1]]`` -> pixels (B,N,2).
+
+    Pixels: x right, y down, origin at the top-left corner of the top-left pixel, pixel centres at +0.5.
+    ``z`` is clamped to ``>= min_depth_m`` (default :data:`MIN_PROJECT_DEPTH_M`) before dividing: points at or
+    behind the camera plane give finite but meaningless pixels (and no gradient w.r.t. z). A K of batch 1
+    broadcasts against any B of points. dtype/device follow the inputs.
+    """
+    if points_cam.shape[-1] != 3 or K.shape[-2:] != (3, 3):
+        raise ValueError(f"project_points needs points (B,N,3) and K (B,3,3), got {tuple(points_cam.shape)} and "
+                         f"{tuple(K.shape)}")
+    z = points_cam[..., 2].clamp(min=min_depth_m)
+    x = points_cam[..., 0] / z
+    y = points_cam[..., 1] / z
+    fx, s, cx = K[..., 0, 0, None], K[..., 0, 1, None], K[..., 0, 2, None]
+    fy, cy = K[..., 1, 1, None], K[..., 1, 2, None]
+    return torch.stack([fx * x + s * y + cx, fy * y + cy], dim=-1)
 
 
 def _flip_like(x: torch.Tensor) -> torch.Tensor:
@@ -66,14 +97,9 @@ class PerspectiveCamera:
         return _apply_rt(self.R, self.t, points)
 
     def project_camera_points(self, points_cam: torch.Tensor) -> torch.Tensor:
-        """Camera-frame points (B,N,3) -> (x_px, y_px, z_m). Points at z <= 0 give meaningless pixels."""
-        z = points_cam[..., 2]
-        K = self.K
-        fx, s, cx = K[:, 0, 0, None], K[:, 0, 1, None], K[:, 0, 2, None]
-        fy, cy = K[:, 1, 1, None], K[:, 1, 2, None]
-        x = points_cam[..., 0] / z
-        y = points_cam[..., 1] / z
-        return torch.stack([fx * x + s * y + cx, fy * y + cy, z], dim=-1)
+        """Camera-frame points (B,N,3) -> (x_px, y_px, z_m) via :func:`project_points` (z itself unclamped).
+        Points at z <= 0 give finite, meaningless pixels."""
+        return torch.cat([project_points(points_cam, self.K), points_cam[..., 2:3]], dim=-1)
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
         """World points (B,N,3) -> (B,N,3) = (x_px, y_px, z_cam_m)."""
@@ -85,9 +111,8 @@ class PerspectiveCamera:
 
     def opengl_matrices(self, near: float = 0.01, far: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(view (B,4,4), projection (B,4,4)) in OpenGL conventions for this camera."""
-        R_gl, t_gl = opencv_to_opengl_extrinsics(self.R, self.t)
-        view = extrinsics_to_matrix(R_gl, t_gl)
-        return view, intrinsics_to_opengl_projection(self.K, self.height, self.width, near, far)
+        proj = intrinsics_to_opengl_projection(self.K, self.height, self.width, near, far)
+        return opencv_to_opengl_view(self.R, self.t), proj
 
 
 @dataclass
@@ -145,6 +170,12 @@ def opencv_to_opengl_extrinsics(R: torch.Tensor, t: torch.Tensor) -> tuple[torch
 def opengl_to_opencv_extrinsics(R: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of :func:`opencv_to_opengl_extrinsics` (the flip is its own inverse)."""
     return opencv_to_opengl_extrinsics(R, t)
+
+
+def opencv_to_opengl_view(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """OpenCV world->camera (R (...,3,3), t (...,3)) -> OpenGL view matrix (...,4,4): ``[diag(1,-1,-1) R |
+    diag(1,-1,-1) t]`` (the same camera with y up and looking down -z). Batched or not."""
+    return extrinsics_to_matrix(*opencv_to_opengl_extrinsics(R, t))
 
 
 def extrinsics_to_matrix(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

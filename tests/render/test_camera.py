@@ -15,8 +15,11 @@ from flamefit.render import (
     intrinsics_to_opengl_projection,
     look_at,
     opencv_to_opengl_extrinsics,
+    opencv_to_opengl_view,
     opengl_to_opencv_extrinsics,
+    project_points,
 )
+from flamefit.render.camera import MIN_PROJECT_DEPTH_M
 
 
 def _random_camera(batch=2, seed=0):
@@ -104,3 +107,50 @@ def test_orthographic_camera_and_intrinsics_from_opencv():
     assert not cam.is_perspective and camera_from_fov(1.0, 8, 8).is_perspective
     K = intrinsics_from_opencv(torch.tensor([[100.0, 0, 31.5], [0, 100.0, 31.5], [0, 0, 1]]))
     torch.testing.assert_close(K[:2, 2], torch.tensor([32.0, 32.0]))
+
+
+def test_project_points_is_the_one_pinhole_projection_with_skew_and_pixel_centres():
+    cam = _random_camera(batch=3)
+    pc = cam.transform(torch.randn(3, 7, 3, dtype=torch.float64) * 0.1)
+    uv = project_points(pc, cam.K)
+    K = cam.K
+    x, y = pc[..., 0] / pc[..., 2], pc[..., 1] / pc[..., 2]
+    expect_u = K[:, 0, 0, None] * x + K[:, 0, 1, None] * y + K[:, 0, 2, None]
+    expect_v = K[:, 1, 1, None] * y + K[:, 1, 2, None]
+    assert uv.shape == (3, 7, 2) and uv.dtype == torch.float64
+    torch.testing.assert_close(uv, torch.stack([expect_u, expect_v], -1))
+    # the camera classes use it: same pixels, unclamped depth appended
+    torch.testing.assert_close(cam.project_camera_points(pc), torch.cat([uv, pc[..., 2:]], -1))
+    # a point on the optical axis lands on the principal point (pixel-corner origin, centres at +0.5)
+    on_axis = torch.tensor([[[0.0, 0.0, 2.0]]], dtype=torch.float64)
+    torch.testing.assert_close(project_points(on_axis, K[:1]), K[:1, :2, 2].unsqueeze(1))
+    # K of batch 1 broadcasts over B points
+    torch.testing.assert_close(project_points(pc, K[:1]), project_points(pc, K[:1].expand(3, 3, 3)))
+
+
+def test_project_points_clamps_depth_so_points_behind_the_camera_stay_finite():
+    K = torch.tensor([[[100.0, 0.0, 50.0], [0.0, 100.0, 40.0], [0.0, 0.0, 1.0]]])
+    pts = torch.tensor([[[0.1, 0.2, 0.0], [0.1, -0.2, -1.0], [0.0, 0.0, -3.0]]], requires_grad=True)
+    uv = project_points(pts, K)
+    assert torch.isfinite(uv).all()
+    # the clamp divides by MIN_PROJECT_DEPTH_M exactly
+    torch.testing.assert_close(uv[0, 0], torch.tensor([50.0 + 100.0 * 0.1 / MIN_PROJECT_DEPTH_M,
+                                                       40.0 + 100.0 * 0.2 / MIN_PROJECT_DEPTH_M]))
+    uv.sum().backward()
+    assert torch.isfinite(pts.grad).all() and (pts.grad[:, :, 2] == 0).all()
+
+
+def test_opencv_to_opengl_view_flips_y_and_z_of_the_camera():
+    cam = _random_camera(batch=2)
+    view = opencv_to_opengl_view(cam.R, cam.t)
+    flip = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
+    assert view.shape == (2, 4, 4)
+    torch.testing.assert_close(view[:, :3, :3], flip @ cam.R)
+    torch.testing.assert_close(view[:, :3, 3], (flip @ cam.t.unsqueeze(-1)).squeeze(-1))
+    torch.testing.assert_close(view[:, 3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64).expand(2, 4))
+    # unbatched inputs give one (4,4); a point in front of the camera (z > 0 in OpenCV) has z < 0 in OpenGL
+    v1 = opencv_to_opengl_view(cam.R[0], cam.t[0])
+    torch.testing.assert_close(v1, view[0])
+    X = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    assert cam.transform(X[None, None, :3])[0, 0, 2] > 0 and (v1 @ X)[2] < 0
+    torch.testing.assert_close(cam.opengl_matrices()[0], view)
