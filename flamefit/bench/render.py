@@ -221,7 +221,7 @@ def run(model_path=None, resolutions=(224, 256, 512), batches=(1, 8), device: st
 
     from flamefit.bench.common import environment, time_ms
     from flamefit.render import rasterize
-    from flamefit.render.rasterize import _numba_available
+    from flamefit.render._backend import numba_available as _numba_available
 
     if threads:
         torch.set_num_threads(threads)

@@ -19,7 +19,8 @@ docs/ARCHITECTURE.md.
 
 Speed: per-pixel work runs on the covered pixels only, "packed" as (C,N) arrays (``Fragments.pix*``,
 ``interpolate_t``, ``sh_shading_packed``, ``texture_packed_t``); the hot paths are autograd Functions with
-hand-written backward passes (``_ops.py``), executed by numba kernels on CPU (``_pixel_numba.py``,
+hand-written backward passes (each next to its op; the numba switch, constants and
+shared helpers in ``_backend.py``), executed by numba kernels on CPU (``_pixel_numba.py``,
 ``_raster_numba.py``, ``_aa_numba.py``) and by plain torch on other devices or without numba. Both paths are
 tested against each other and against finite differences.
 """

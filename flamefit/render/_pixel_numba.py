@@ -1,7 +1,7 @@
-"""Numba CPU kernels for the per-pixel forward and backward passes of ``_ops`` (barycentrics, interpolation,
-SH shading).
+"""Numba CPU kernels for the per-pixel forward and backward passes of the render autograd Functions
+(barycentrics, interpolation, SH shading, texture lookup, vertex normals).
 
-Each kernel is one pass over the covered pixels, where the torch formulation in ``_ops`` needs a dozen passes
+Each kernel is one pass over the covered pixels, where the torch formulation needs a dozen passes
 over (K,N) temporaries that do not fit in cache at 512x512. Same maths as the torch path (which runs on other
 devices and without numba); tests check both against each other and against finite differences.
 Serial loops: the backward passes scatter-add into per-face / per-vertex gradients.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from flamefit.render._ops import SH_CONSTANTS
+from flamefit.render._backend import SH_CONSTANTS
 
 _C0, _C1, _C2, _C3, _C4 = SH_CONSTANTS
 _FM = {"contract", "reassoc"}  # let LLVM fuse multiply-adds; no assumption about NaN/inf
@@ -261,7 +261,7 @@ def gather_cols(img, pix, out):
 
 @numba.njit(cache=True, nogil=True, fastmath=_FM)
 def face_coefs(verts, faces, perspective, coef, inv_area):
-    """verts (B,V,3), faces (F,3) -> coef (B*F,11) as in ``_ops.RasterBary``; inv_area (B*F,) 1/area (1 if 0)."""
+    """verts (B,V,3), faces (F,3) -> coef (B*F,11) as in ``rasterize.RasterBary``; inv_area (B*F,) 1/area (1 if 0)."""
     B = verts.shape[0]
     F = faces.shape[0]
     for b in range(B):

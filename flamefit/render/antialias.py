@@ -32,9 +32,10 @@ import functools
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
-from flamefit.render._ops import EdgeBlend
-from flamefit.render.rasterize import Fragments, _numba_available
+from flamefit.render._backend import numba_available
+from flamefit.render.rasterize import Fragments, _gather_cols, _scatter_cols
 
 # ------------------------------------------------------------------------------------------ topology
 
@@ -181,7 +182,7 @@ def silhouette_pairs(frags: Fragments, verts_px: torch.Tensor, faces: torch.Tens
     faces = faces.to(device=verts_px.device, dtype=torch.int64)
     nbr = mesh_edge_neighbours(faces)
     if backend == "auto":
-        backend = "numba" if verts_px.device.type == "cpu" and _numba_available() else "torch"
+        backend = "numba" if verts_px.device.type == "cpu" and numba_available() else "torch"
     if backend == "numba":
         from flamefit.render._aa_numba import find_pairs
 
@@ -198,7 +199,7 @@ def silhouette_pairs(frags: Fragments, verts_px: torch.Tensor, faces: torch.Tens
 
 
 def pair_geometry(pairs, height: int, width: int, dtype: torch.dtype):
-    """(front, back, va, vb, horizontal, u_front, s_front, dirn) for ``_ops.EdgeBlend`` / ``_ops.Composite``:
+    """(front, back, va, vb, horizontal, u_front, s_front, dirn) for ``EdgeBlend`` / ``Composite``:
     the front pixel centre along / across the pair's axis and the direction (+1/-1) from front to back."""
     front, back, va, vb, axis = pairs
     horizontal = axis == 0
@@ -234,3 +235,158 @@ def soft_mask(frags: Fragments, verts_px: torch.Tensor, faces: torch.Tensor, *, 
     hard mask)."""
     mask = frags.mask.to(verts_px.dtype).unsqueeze(-1)
     return antialias(mask, frags, verts_px, faces, backend=backend, pairs=pairs)
+
+
+# ------------------------------------------------------------------------------------------ autograd Functions
+
+
+def _crossings(verts, va, vb, horizontal, u_front, s_front, dirn):
+    """Crossing position t (K,) of edges (va, vb) from the front pixel centre, and what its gradient needs."""
+    pa = verts.index_select(0, va)
+    pb = verts.index_select(0, vb)
+    h = horizontal
+    ua = torch.where(h, pa[:, 0], pa[:, 1])
+    sa = torch.where(h, pa[:, 1], pa[:, 0])
+    ub = torch.where(h, pb[:, 0], pb[:, 1])
+    sb = torch.where(h, pb[:, 1], pb[:, 0])
+    den = sb - sa
+    den = torch.where(den == 0, torch.full_like(den, 1e-12), den)  # pairs are selected with den != 0
+    r = (s_front - sa) / den
+    t = (ua + r * (ub - ua) - u_front) * dirn
+    inside = (t >= 0) & (t <= 1)
+    return t.clamp(0.0, 1.0), inside, r, den, ua, ub
+
+
+def _crossing_grad(g_t, h, dirn, r, den, ua, ub, va, vb, num_verts):
+    """d loss / d verts (num_verts, 3) from d loss / d t (K,); see :func:`_crossings`."""
+    g_t = g_t * dirn
+    # t = (ua + r (ub - ua) - u_front) dirn, r = (s_front - sa) / (sb - sa)
+    g_ua = g_t * (1.0 - r)
+    g_ub = g_t * r
+    k = g_t * (ub - ua) / den
+    g_sa = k * (r - 1.0)
+    g_sb = -k * r
+    zero = torch.zeros_like(g_t)
+    g_pa = torch.stack([torch.where(h, g_ua, g_sa), torch.where(h, g_sa, g_ua), zero], 1)
+    g_pb = torch.stack([torch.where(h, g_ub, g_sb), torch.where(h, g_sb, g_ub), zero], 1)
+    return g_pa.new_zeros(num_verts, 3).index_add_(0, va, g_pa).index_add_(0, vb, g_pb)
+
+
+class Composite(torch.autograd.Function):
+    """Packed colours over a background, plus coverage, anti-aliased at silhouettes, in one pass.
+
+    color (C,N) at flat pixels ``pix`` (N,, sorted); ``base`` (P,C) background rows or None (zeros);
+    ``verts`` (B*V,3); pairs from ``antialias.silhouette_pairs`` as front, back, va, vb, horizontal, u_front,
+    s_front, dirn (see ``EdgeBlend``). Returns rgb (P,C) and alpha (P,1). Equivalent to ``Unpack`` of
+    [color; 1] followed by ``EdgeBlend``, without the full-image intermediates.
+    """
+
+    @staticmethod
+    def forward(ctx, color, pix, base, verts, front, back, va, vb, horizontal, u_front, s_front, dirn,
+                num_pixels: int):
+        C = color.shape[0]
+        dtype = color.dtype
+        rgb = color.new_zeros(num_pixels, C) if base is None else base.to(dtype).clone(
+            memory_format=torch.contiguous_format)
+        _scatter_cols(color, pix, rgb)
+        alpha = color.new_zeros(num_pixels, 1)
+        alpha[pix] = 1.0
+        K = front.shape[0]
+        if K:
+            t, inside, r, den, ua, ub = _crossings(verts, va, vb, horizontal, u_front, s_front, dirn)
+            w_back = (t - 0.5).clamp_min(0.0).to(dtype).unsqueeze(1)
+            w_front = (0.5 - t).clamp_min(0.0).to(dtype).unsqueeze(1)
+            diff = torch.cat([rgb.index_select(0, front) - rgb.index_select(0, back),
+                              alpha.index_select(0, front) - alpha.index_select(0, back)], 1)
+            db, df = diff * w_back, diff * -w_front
+            rgb.index_add_(0, back, db[:, :C]).index_add_(0, front, df[:, :C])
+            alpha.index_add_(0, back, db[:, C:]).index_add_(0, front, df[:, C:])
+            ctx.save_for_backward(pix, front, back, va, vb, horizontal, dirn, r, den, ua, ub, inside, t, w_back,
+                                  w_front, diff)
+        else:
+            ctx.save_for_backward(pix)
+        ctx.K = K
+        ctx.num_verts = verts.shape[0]
+        ctx.C = C
+        return rgb, alpha
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_rgb, g_alpha):
+        C = ctx.C
+        pix = ctx.saved_tensors[0]
+        if g_rgb is None:
+            g_rgb = torch.zeros(1, C, dtype=g_alpha.dtype, device=g_alpha.device).expand(g_alpha.shape[0], C)
+        g_rgb = g_rgb.contiguous()
+        g_color = g_base = g_verts = None
+        want_color, want_base, want_verts = ctx.needs_input_grad[0], ctx.needs_input_grad[2], ctx.needs_input_grad[3]
+        if want_color:
+            g_color = _gather_cols(g_rgb, pix)
+        if want_base:
+            g_base = g_rgb.clone()
+        if ctx.K:
+            (_, front, back, va, vb, h, dirn, r, den, ua, ub, inside, t, w_back, w_front,
+             diff) = ctx.saved_tensors
+            if g_alpha is None:
+                g_alpha = torch.zeros_like(g_rgb[:, :1])
+            g_alpha = g_alpha.contiguous()
+            gb = torch.cat([g_rgb.index_select(0, back), g_alpha.index_select(0, back)], 1)
+            gf = torch.cat([g_rgb.index_select(0, front), g_alpha.index_select(0, front)], 1)
+            g_cf = (gb * w_back - gf * w_front)[:, :C]  # d loss / d (pre-blend colour at front); -that at back
+            if want_color:
+                # corrections at the pair pixels that are covered (packed position via the sorted pix)
+                for rows, sign in ((front, 1.0), (back, -1.0)):
+                    pos = torch.searchsorted(pix, rows).clamp(max=max(pix.shape[0] - 1, 0))
+                    hit = pix[pos] == rows
+                    g_color.index_add_(1, pos[hit], (sign * g_cf[hit]).t())
+            if want_base:
+                g_base.index_add_(0, front, g_cf).index_add_(0, back, -g_cf)
+            if want_verts:
+                sel = torch.where((t > 0.5).unsqueeze(1), gb, gf)
+                g_t = (sel * diff).sum(1).to(r.dtype) * inside.to(r.dtype)
+                g_verts = _crossing_grad(g_t, h, dirn, r, den, ua, ub, va, vb, ctx.num_verts)
+        if want_base:
+            g_base[pix] = 0
+        return (g_color, None, g_base, g_verts) + (None,) * 9
+
+
+class EdgeBlend(torch.autograd.Function):
+    """Silhouette blending of ``antialias`` (see antialias.py) on flat image rows ``color`` (P,C).
+
+    ``front``/``back`` (K,) pixel rows of each pair, ``va``/``vb`` (K,) rows of ``verts`` (B*V,3) of the
+    crossing edge, ``horizontal`` (K,) bool, ``u_front``/``s_front`` (K,) the front pixel centre along / across
+    the pair's axis, ``dirn`` (K,) +1 or -1 from front towards back along the axis.
+    """
+
+    @staticmethod
+    def forward(ctx, color, verts, front, back, va, vb, horizontal, u_front, s_front, dirn):
+        t, inside, r, den, ua, ub = _crossings(verts, va, vb, horizontal, u_front, s_front, dirn)
+        w_back = (t - 0.5).clamp_min(0.0).to(color.dtype).unsqueeze(1)
+        w_front = (0.5 - t).clamp_min(0.0).to(color.dtype).unsqueeze(1)
+        diff = color.index_select(0, front) - color.index_select(0, back)
+        out = color.clone()
+        out.index_add_(0, back, diff * w_back)
+        out.index_add_(0, front, diff * -w_front)
+        ctx.save_for_backward(front, back, va, vb, horizontal, dirn, r, den, ua, ub, inside, t, w_back, w_front,
+                              diff)
+        ctx.num_verts = verts.shape[0]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        front, back, va, vb, h, dirn, r, den, ua, ub, inside, t, w_back, w_front, diff = ctx.saved_tensors
+        g_out = g_out.contiguous()
+        gb = g_out.index_select(0, back)
+        gf = g_out.index_select(0, front)
+        g_color = g_verts = None
+        if ctx.needs_input_grad[0]:
+            g_cf = gb * w_back - gf * w_front
+            g_color = g_out.clone()
+            g_color.index_add_(0, front, g_cf)
+            g_color.index_add_(0, back, -g_cf)
+        if ctx.needs_input_grad[1]:
+            sel = torch.where((t > 0.5).unsqueeze(1), gb, gf)
+            g_t = (sel * diff).sum(1).to(r.dtype) * inside.to(r.dtype)
+            g_verts = _crossing_grad(g_t, h, dirn, r, den, ua, ub, va, vb, ctx.num_verts)
+        return g_color, g_verts, None, None, None, None, None, None, None, None

@@ -11,8 +11,9 @@ covered pixels only (cheaper; ``frags.unpack`` turns it into an image with any b
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
-from flamefit.render._ops import Interpolate
+from flamefit.render._backend import numba_for
 from flamefit.render.rasterize import Fragments
 
 
@@ -44,3 +45,56 @@ def interpolate_uv(vt: torch.Tensor, ft: torch.Tensor, frags: Fragments, *, pack
     """UV image from a UV layout: ``vt`` (T,2) or (B,T,2), ``ft`` (F,3) with the same face order as the
     rasterized faces -> (B,H,W,2) (or packed (N,2)); zeros on background."""
     return interpolate(vt, ft, frags, packed=packed)
+
+
+# ------------------------------------------------------------------------------------------ autograd Functions
+
+
+class Interpolate(torch.autograd.Function):
+    """out (C,N) = sum_k bary[k] * attr[vidx[k]] for attr (M,C) (vertex-major), vidx (3,N), bary (3,N)."""
+
+    @staticmethod
+    def forward(ctx, attr, vidx, bary):
+        N = vidx.shape[1]
+        M, C = attr.shape
+        ctx.numba = numba_for(attr)
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            attr = attr.contiguous()
+            bary = bary.contiguous()
+            out = attr.new_empty(C, N)
+            pn.interp_forward(attr.numpy(), vidx.numpy(), bary.numpy(), out.numpy())
+            ctx.save_for_backward(attr, vidx, bary)
+            return out
+        vals = attr.t().index_select(1, vidx.reshape(-1)).view(C, 3, N)
+        out = vals[:, 0] * bary[0]
+        out += vals[:, 1] * bary[1]
+        out += vals[:, 2] * bary[2]
+        ctx.save_for_backward(vals, vidx, bary)
+        ctx.num_rows = M
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        g_out = g_out.contiguous()
+        want_attr, want_bary = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            attr, vidx, bary = ctx.saved_tensors
+            g_attr = torch.zeros_like(attr)
+            g_bary = torch.empty_like(bary)
+            pn.interp_backward(attr.numpy(), vidx.numpy(), bary.numpy(), g_out.numpy(), want_attr, want_bary,
+                               g_attr.numpy(), g_bary.numpy())
+            return (g_attr if want_attr else None), None, (g_bary if want_bary else None)
+        vals, vidx, bary = ctx.saved_tensors
+        g_attr = g_bary = None
+        C = g_out.shape[0]
+        if want_attr:
+            g_vals = g_out.unsqueeze(1) * bary  # (C,3,N)
+            g_attr = g_out.new_zeros(C, ctx.num_rows).index_add_(1, vidx.reshape(-1), g_vals.view(C, -1)).t()
+        if want_bary:
+            g_bary = (vals * g_out.unsqueeze(1)).sum(0)  # reduction over the outer axis: contiguous
+        return g_attr, None, g_bary

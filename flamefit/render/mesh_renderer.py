@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flamefit.render._ops import Composite
-from flamefit.render.antialias import pair_geometry, silhouette_pairs
+from flamefit.render.antialias import Composite, pair_geometry, silhouette_pairs
 from flamefit.render.interpolate import interpolate_t
 from flamefit.render.rasterize import Fragments, rasterize
 from flamefit.render.shade import sh_shading_packed, vertex_normals

@@ -11,7 +11,7 @@ nearer) and faces (F,3) int64 shared by the batch. It runs in two passes:
    identical ids: a numba kernel (CPU, parallel over row bands) and a pure-torch one (any device, used on CUDA
    and when numba is missing); pick with ``backend='auto'|'numba'|'torch'``.
 2. **Barycentrics** (differentiable w.r.t. ``verts_px``): for covered pixels only, from per-face affine
-   coefficients gathered per pixel, in an autograd Function with a hand-written backward (``_ops.RasterBary``;
+   coefficients gathered per pixel, in an autograd Function with a hand-written backward (``RasterBary``, below;
    numba kernels on CPU, torch ops elsewhere). With ``perspective_correct=True`` (pass it for a perspective camera)
    the barycentrics are perspective-correct and the depth is ``1 / sum(b_i / z_i)``; otherwise both are linear
    in screen space (exact for orthographic cameras). Hard rasterization has no gradient at silhouettes — use
@@ -29,19 +29,11 @@ import functools
 from dataclasses import dataclass
 
 import torch
+from torch.autograd.function import once_differentiable
 
-from flamefit.render._ops import RasterBary, Unpack, corner_index
+from flamefit.render._backend import corner_index, gather_corners, numba_available, numba_for, scatter_corners
 
 _INT64_MAX = torch.iinfo(torch.int64).max
-
-
-@functools.cache
-def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @dataclass
@@ -163,7 +155,7 @@ def rasterize(verts_px: torch.Tensor, faces: torch.Tensor, height: int, width: i
     faces = faces.to(device=verts_px.device, dtype=torch.int64)
     B = verts_px.shape[0]
     if backend == "auto":
-        backend = "numba" if verts_px.device.type == "cpu" and _numba_available() else "torch"
+        backend = "numba" if verts_px.device.type == "cpu" and numba_available() else "torch"
     with torch.no_grad():
         if backend == "numba":
             from flamefit.render._raster_numba import compact, rasterize_numba
@@ -202,7 +194,7 @@ def _barycentrics(verts_px: torch.Tensor, faces: torch.Tensor, pix_tri: torch.Te
 
     Per face (cheap, F-sized): b_i(p) = A_i (px - x0) + B_i (py - y0) + [i == 0]; relative to vertex 0 so that
     float32 stays accurate for small triangles far from the origin. Per pixel: one gather and a few products
-    (``_ops.RasterBary``, with a hand-written backward).
+    (``RasterBary``, below, with a hand-written backward).
     """
     B, V, _ = verts_px.shape
     F = faces.shape[0]
@@ -295,3 +287,187 @@ def _visibility_torch(verts_px, faces, height, width, perspective_correct, max_c
     bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
     zbuf = torch.where(empty, float("inf"), bits.view(torch.float32))
     return tri.view(B, height, width), zbuf.view(B, height, width)
+
+
+# ------------------------------------------------------------------------------------------ autograd Functions
+
+
+class RasterBary(torch.autograd.Function):
+    """Barycentrics and depth of covered pixels, differentiable w.r.t. the screen-space vertices.
+
+    Per face (M = B*F): b_i(p) = A_i (px - x0) + B_i (py - y0) + [i == 0], with A = (y1-y2, y2-y0, y0-y1)/area,
+    B = (x2-x1, x0-x2, x1-x0)/area, so relative to corner 0 and accurate in float32; w_i = 1/z_i (perspective:
+    bary = b w / sum(b w), depth = 1 / sum(b w)) or z_i (linear: bary = b, depth = sum(b z)).
+    Inputs: verts (B,V,3), cidx (3,M) corner vertex indices, gidx (N,) face (column) of each pixel, px, py (N,)
+    int64 pixel column and row. Returns bary (3,N), depth (N,).
+    """
+
+    @staticmethod
+    def forward(ctx, verts, cidx, gidx, px, py, perspective: bool, faces=None):
+        ctx.perspective = perspective
+        ctx.shape = verts.shape
+        if faces is not None and numba_for(verts):
+            from flamefit.render import _pixel_numba as pn
+
+            verts_c = verts.detach().contiguous()
+            M = cidx.shape[1]
+            coef = verts.new_empty(M, 11)
+            inv_area = verts.new_empty(M)
+            pn.face_coefs(verts_c.numpy(), faces.numpy(), perspective, coef.numpy(), inv_area.numpy())
+            N = gidx.shape[0]
+            bary = coef.new_empty(3, N)
+            depth = coef.new_empty(N)
+            pn.bary_forward(coef.numpy(), gidx.numpy(), px.numpy(), py.numpy(), perspective, bary.numpy(),
+                            depth.numpy())
+            ctx.save_for_backward(verts_c, faces, coef, inv_area, gidx, px, py, bary, depth)
+            ctx.numba = True
+            return bary, depth
+        ctx.numba = False
+        corners = gather_corners(verts, cidx)
+        X, Y, Z = corners[0], corners[1], corners[2]  # (3,M) each: rows = corners
+        a = torch.stack([Y[1] - Y[2], Y[2] - Y[0], Y[0] - Y[1]])  # d area / d x_i
+        bb = torch.stack([X[2] - X[1], X[0] - X[2], X[1] - X[0]])  # d area / d y_i
+        area = (X[1] - X[0]) * (Y[2] - Y[0]) - (Y[1] - Y[0]) * (X[2] - X[0])
+        # degenerate faces never cover pixels; keep their (unused) coefficients finite
+        ia = 1.0 / torch.where(area == 0, torch.ones_like(area), area)
+        # face-major storage (M,11): the numba kernels gather one cache line per pixel; torch uses the (11,M) view
+        coef = corners.new_empty(corners.shape[2], 11).t()
+        torch.mul(a, ia, out=coef[0:3])
+        torch.mul(bb, ia, out=coef[3:6])
+        coef[6] = X[0]
+        coef[7] = Y[0]
+        if perspective:
+            torch.reciprocal(Z, out=coef[8:11])
+        else:
+            coef[8:11] = Z
+        bary, depth = _bary_pixels_torch(coef, gidx, px, py, perspective)
+        ctx.save_for_backward(coef, gidx, px, py, bary, depth, cidx, a, bb, ia)
+        return bary, depth
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_bary, g_depth):
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            verts, faces, coef, inv_area, gidx, px, py, bary, depth = ctx.saved_tensors
+            g_bary = torch.zeros_like(bary) if g_bary is None else g_bary.contiguous()
+            g_depth = torch.zeros_like(depth) if g_depth is None else g_depth.contiguous()
+            gcoef = torch.zeros_like(coef)
+            pn.bary_backward(coef.numpy(), gidx.numpy(), px.numpy(), py.numpy(), ctx.perspective, g_bary.numpy(),
+                             g_depth.numpy(), gcoef.numpy())
+            g_verts = torch.zeros_like(verts)
+            pn.face_coefs_backward(verts.numpy(), faces.numpy(), ctx.perspective, coef.numpy(), inv_area.numpy(),
+                                   gcoef.numpy(), g_verts.numpy())
+            return g_verts, None, None, None, None, None, None
+        coef, gidx, px, py, bary, depth, cidx, a, bb, ia = ctx.saved_tensors
+        g_bary = torch.zeros_like(bary) if g_bary is None else g_bary.contiguous()
+        g_depth = torch.zeros_like(depth) if g_depth is None else g_depth.contiguous()
+        gcoef = _bary_pixels_backward_torch(coef, gidx, px, py, ctx.perspective, bary, depth, g_bary, g_depth)
+        # per face -> corners: coef[0:3] = a * ia, coef[3:6] = bb * ia, ia = 1 / area
+        gA, gB = gcoef[0:3], gcoef[3:6]
+        t = gA * a + gB * bb
+        g_area = -(t[0] + t[1] + t[2]) * ia * ia
+        gX = a * g_area  # d area / d x_i = a_i
+        gY = bb * g_area  # d area / d y_i = bb_i
+        gAi = gA * ia
+        gBi = gB * ia
+        # a = (y1-y2, y2-y0, y0-y1), bb = (x2-x1, x0-x2, x1-x0)
+        gY[0] += gAi[2] - gAi[1]
+        gY[1] += gAi[0] - gAi[2]
+        gY[2] += gAi[1] - gAi[0]
+        gX[0] += gBi[1] - gBi[2]
+        gX[1] += gBi[2] - gBi[0]
+        gX[2] += gBi[0] - gBi[1]
+        gX[0] += gcoef[6]
+        gY[0] += gcoef[7]
+        wf = coef[8:11]
+        gZ = -gcoef[8:11] * wf * wf if ctx.perspective else gcoef[8:11]
+        g_verts = scatter_corners(torch.stack([gX, gY, gZ]), cidx, ctx.shape)
+        return g_verts, None, None, None, None, None, None
+
+
+def _bary_pixels_torch(coef, gidx, px, py, perspective):
+    c = coef.index_select(1, gidx)
+    dx = (px.to(c.dtype) + 0.5) - c[6]
+    dy = (py.to(c.dtype) + 0.5) - c[7]
+    b = c[0:3] * dx
+    b += c[3:6] * dy
+    b[0] += 1.0
+    q = b * c[8:11]
+    if perspective:
+        depth = 1.0 / (q[0] + q[1] + q[2])
+        return q * depth, depth
+    return b, q[0] + q[1] + q[2]
+
+
+def _bary_pixels_backward_torch(coef, gidx, px, py, perspective, bary, depth, g_bary, g_depth):
+    c = coef.index_select(1, gidx)
+    dx = (px.to(c.dtype) + 0.5) - c[6]
+    dy = (py.to(c.dtype) + 0.5) - c[7]
+    b = c[0:3] * dx
+    b += c[3:6] * dy
+    b[0] += 1.0
+    w = c[8:11]
+    gc = torch.empty_like(c)
+    if perspective:
+        gb = g_bary * bary
+        dot = gb[0] + gb[1] + gb[2] + g_depth * depth
+        g_q = (g_bary - dot) * depth
+        torch.mul(g_q, b, out=gc[8:11])
+        g_b = g_q * w
+    else:
+        torch.mul(b, g_depth, out=gc[8:11])
+        g_b = g_bary + w * g_depth
+    torch.mul(g_b, dx, out=gc[0:3])
+    torch.mul(g_b, dy, out=gc[3:6])
+    t = g_b * c[0:3]
+    torch.neg(t[0] + t[1] + t[2], out=gc[6])
+    t = g_b * c[3:6]
+    torch.neg(t[0] + t[1] + t[2], out=gc[7])
+    return c.new_zeros(11, coef.shape[1]).index_add_(1, gidx, gc)
+
+
+def _scatter_cols(values: torch.Tensor, pix: torch.Tensor, out: torch.Tensor) -> None:
+    """out[pix[n], :] = values[:, n] (values (C,N), out (P,C), in place)."""
+    if numba_for(out) and values.dtype == out.dtype:
+        from flamefit.render import _pixel_numba as pn
+
+        pn.scatter_cols(values.contiguous().numpy(), pix.numpy(), out.numpy())
+    else:
+        out.index_put_((pix,), values.t())
+
+
+def _gather_cols(img: torch.Tensor, pix: torch.Tensor) -> torch.Tensor:
+    """(P,C) image rows at pix -> (C,N)."""
+    if numba_for(img):
+        from flamefit.render import _pixel_numba as pn
+
+        out = img.new_empty(img.shape[1], pix.shape[0])
+        pn.gather_cols(img.contiguous().numpy(), pix.numpy(), out.numpy())
+        return out
+    return img.index_select(0, pix).t()
+
+
+class Unpack(torch.autograd.Function):
+    """Packed values (C,N) at flat pixels ``pix`` (N,) over ``base`` (P,C) -> image rows (P,C)."""
+
+    @staticmethod
+    def forward(ctx, values, pix, base):
+        out = base.clone(memory_format=torch.contiguous_format)
+        _scatter_cols(values, pix, out)
+        ctx.save_for_backward(pix)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        (pix,) = ctx.saved_tensors
+        g_values = g_base = None
+        g_out = g_out.contiguous()
+        if ctx.needs_input_grad[0]:
+            g_values = _gather_cols(g_out, pix)
+        if ctx.needs_input_grad[2]:
+            g_base = g_out.clone()
+            g_base[pix] = 0
+        return g_values, None, g_base

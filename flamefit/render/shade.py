@@ -16,9 +16,11 @@ the camera has z < 0). ``sh`` is (B,9) (one set shared by the colour channels) o
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
-from flamefit.render._ops import SH_CONSTANTS, SHShading, VertexNormals, corner_index
+from flamefit.render._backend import SH_CONSTANTS, corner_index, gather_corners, numba_for, scatter_corners
 
 
 def _face_corners(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -85,3 +87,144 @@ def sh_shading_packed(normals: torch.Tensor, sh: torch.Tensor, counts: list[int]
         batch_index = torch.repeat_interleave(torch.arange(len(counts), device=normals.device),
                                               torch.tensor(counts, device=normals.device))
     return SHShading.apply(normals.contiguous(), sh, counts, batch_index)
+
+
+# ------------------------------------------------------------------------------------------ autograd Functions
+
+
+class VertexNormals(torch.autograd.Function):
+    """Area-weighted unit vertex normals, returned vertex-major as (B*V, 3).
+
+    Inputs: verts (B,V,3), cidx (3, B*F) corner vertex indices. Zero for vertices without faces.
+    """
+
+    @staticmethod
+    def forward(ctx, verts, cidx, faces=None):
+        ctx.numba = faces is not None and numba_for(verts)
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            verts_c = verts.detach().contiguous()
+            n = torch.empty_like(verts_c)
+            inv = verts_c.new_empty(verts_c.shape[:2])
+            pn.vertex_normals_forward(verts_c.numpy(), faces.numpy(), n.numpy(), inv.numpy())
+            ctx.save_for_backward(verts_c, faces, n, inv)
+            return n.view(-1, 3)
+        B, V, _ = verts.shape
+        P = gather_corners(verts, cidx)  # (3 coords, 3 corners, M)
+        e1 = P[:, 1] - P[:, 0]
+        e2 = P[:, 2] - P[:, 0]
+        fn = torch.stack([e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2],
+                          e1[0] * e2[1] - e1[1] * e2[0]])  # (3,M), |fn| = 2 area
+        flat = cidx.reshape(-1)
+        vn = fn.new_zeros(3, B * V).index_add_(1, flat, fn.repeat(1, 3))
+        sq = vn * vn
+        inv = torch.rsqrt((sq[0] + sq[1] + sq[2]).clamp_min(1e-40))
+        n = vn * inv
+        ctx.save_for_backward(e1, e2, n, inv, cidx)
+        ctx.shape = verts.shape
+        return n.t().contiguous()  # vertex-major (B*V,3), like any other per-vertex attribute
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_n):
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            verts, faces, n, inv = ctx.saved_tensors
+            g_verts = torch.zeros_like(verts)
+            pn.vertex_normals_backward(verts.numpy(), faces.numpy(), n.numpy(), inv.numpy(),
+                                       g_n.contiguous().view_as(n).numpy(), g_verts.numpy())
+            return g_verts, None, None
+        e1, e2, n, inv, cidx = ctx.saved_tensors
+        g_n = g_n.t().contiguous()
+        t = g_n * n
+        g_vn = (g_n - n * (t[0] + t[1] + t[2])) * inv
+        M = e1.shape[1]
+        G = g_vn.index_select(1, cidx.reshape(-1)).view(3, 3, M)
+        g_fn = G[:, 0] + G[:, 1] + G[:, 2]  # sum over the 3 corners
+        # fn = e1 x e2: g_e1 = e2 x g_fn, g_e2 = g_fn x e1
+        g_e1 = torch.stack([e2[1] * g_fn[2] - e2[2] * g_fn[1], e2[2] * g_fn[0] - e2[0] * g_fn[2],
+                            e2[0] * g_fn[1] - e2[1] * g_fn[0]])
+        g_e2 = torch.stack([g_fn[1] * e1[2] - g_fn[2] * e1[1], g_fn[2] * e1[0] - g_fn[0] * e1[2],
+                            g_fn[0] * e1[1] - g_fn[1] * e1[0]])
+        g_corners = torch.stack([-(g_e1 + g_e2), g_e1, g_e2], 1)  # (3 coords, 3 corners, M)
+        return scatter_corners(g_corners, cidx, ctx.shape), None, None
+
+
+def sh_basis_t(n: torch.Tensor) -> torch.Tensor:
+    """Unit normals (3,N) -> SH basis (9,N) (constants of shade.py)."""
+    c0, c1, c2, c3, c4 = SH_CONSTANTS
+    x, y, z = n[0], n[1], n[2]
+    out = n.new_empty(9, n.shape[1])
+    out[0] = c0
+    torch.mul(n, c1, out=out[1:4])
+    torch.mul(x * y, c2, out=out[4])
+    torch.mul(x * z, c2, out=out[5])
+    torch.mul(y * z, c2, out=out[6])
+    torch.mul(x * x - y * y, c3, out=out[7])
+    torch.mul(3.0 * z * z - 1.0, c4, out=out[8])
+    return out
+
+
+class SHShading(torch.autograd.Function):
+    """Irradiance (C,N) for unit normals (3,N) whose pixels are grouped by image (``counts`` pixels per image,
+    ``bidx`` (N,) image of each pixel) with lighting ``sh`` (B,9,C) (B = 1: shared)."""
+
+    @staticmethod
+    def forward(ctx, normals, sh, counts: list[int], bidx):
+        ctx.numba = numba_for(normals) and sh.dtype == normals.dtype
+        ctx.counts = counts
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            sh_c = sh.contiguous()
+            out = normals.new_empty(sh.shape[2], normals.shape[1])
+            starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            pn.sh_forward(normals.numpy(), sh_c.numpy(), starts, out.numpy())
+            ctx.save_for_backward(normals, sh_c)
+            ctx.starts = starts
+            return out
+        basis = sh_basis_t(normals)
+        if sh.shape[0] == 1:
+            out = sh[0].t() @ basis
+        else:
+            out = torch.cat([sh[b].t() @ part for b, part in enumerate(torch.split(basis, counts, dim=1))], 1)
+        ctx.save_for_backward(normals, basis, sh)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        g_out = g_out.contiguous()
+        if ctx.numba:
+            from flamefit.render import _pixel_numba as pn
+
+            normals, sh = ctx.saved_tensors
+            g_normals = torch.empty_like(normals)
+            g_sh = torch.zeros_like(sh)
+            pn.sh_backward(normals.numpy(), sh.numpy(), ctx.starts, g_out.numpy(), g_normals.numpy(), g_sh.numpy())
+            return g_normals, g_sh, None, None
+        normals, basis, sh = ctx.saved_tensors
+        g_normals = g_sh = g_basis = None
+        if sh.shape[0] == 1:
+            if ctx.needs_input_grad[0]:
+                g_basis = sh[0] @ g_out
+            if ctx.needs_input_grad[1]:
+                g_sh = (basis @ g_out.t()).unsqueeze(0)
+        else:
+            g_parts = torch.split(g_out, ctx.counts, dim=1)
+            if ctx.needs_input_grad[0]:
+                g_basis = torch.cat([sh[b] @ gp for b, gp in enumerate(g_parts)], 1)
+            if ctx.needs_input_grad[1]:
+                b_parts = torch.split(basis, ctx.counts, dim=1)
+                g_sh = torch.stack([bp @ gp.t() for bp, gp in zip(b_parts, g_parts, strict=True)], 0)
+        if ctx.needs_input_grad[0]:
+            _, c1, c2, c3, c4 = SH_CONSTANTS
+            x, y, z = normals[0], normals[1], normals[2]
+            g = g_basis
+            g_normals = torch.empty_like(normals)
+            g_normals[0] = c1 * g[1] + c2 * (y * g[4] + z * g[5]) + (2 * c3) * x * g[7]
+            g_normals[1] = c1 * g[2] + c2 * (x * g[4] + z * g[6]) - (2 * c3) * y * g[7]
+            g_normals[2] = c1 * g[3] + c2 * (x * g[5] + y * g[6]) + (6 * c4) * z * g[8]
+        return g_normals, g_sh, None, None

@@ -11,8 +11,9 @@ Textures are channels-last: ``tex`` (B,Ht,Wt,C) or (Ht,Wt,C) (shared by the batc
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
-from flamefit.render._ops import TextureSample, _numba_for
+from flamefit.render._backend import numba_for
 
 
 def _sample_packed(tex: torch.Tensor, uv: torch.Tensor, bidx: torch.Tensor | None, mode: str) -> torch.Tensor:
@@ -82,6 +83,39 @@ def texture_packed_t(tex: torch.Tensor, uv_t: torch.Tensor, batch_index: torch.T
     if mode not in ("clamp", "wrap"):
         raise ValueError(f"texture mode must be 'clamp' or 'wrap', got {mode!r}")
     tex4 = tex if tex.dim() == 4 else tex.unsqueeze(0)
-    if _numba_for(tex4) and uv_t.dtype == tex4.dtype:
+    if numba_for(tex4) and uv_t.dtype == tex4.dtype:
         return TextureSample.apply(tex4, uv_t, batch_index, mode == "wrap")
     return _sample_packed(tex, uv_t.t(), batch_index, mode).t()
+
+
+# ------------------------------------------------------------------------------------------ autograd Functions
+
+
+class TextureSample(torch.autograd.Function):
+    """Bilinear lookup (numba CPU kernels; see texture.py for the convention): tex (Bt,Ht,Wt,C), uv (2,N),
+    bidx (N,) -> (C,N)."""
+
+    @staticmethod
+    def forward(ctx, tex, uv, bidx, wrap: bool):
+        from flamefit.render import _pixel_numba as pn
+
+        tex = tex.contiguous()
+        uv = uv.contiguous()
+        out = tex.new_empty(tex.shape[3], uv.shape[1])
+        pn.texture_forward(tex.detach().numpy(), uv.detach().numpy(), bidx.numpy(), wrap, out.numpy())
+        ctx.save_for_backward(tex, uv, bidx)
+        ctx.wrap = wrap
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        from flamefit.render import _pixel_numba as pn
+
+        tex, uv, bidx = ctx.saved_tensors
+        want_tex, want_uv = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        g_tex = torch.zeros_like(tex) if want_tex else tex.new_zeros(1, 1, 1, 1)
+        g_uv = torch.empty_like(uv) if want_uv else uv.new_empty(2, 1)
+        pn.texture_backward(tex.detach().numpy(), uv.detach().numpy(), bidx.numpy(), ctx.wrap,
+                            g_out.contiguous().numpy(), want_tex, want_uv, g_tex.numpy(), g_uv.numpy())
+        return (g_tex if want_tex else None), (g_uv if want_uv else None), None, None

@@ -16,9 +16,9 @@ if _HERE not in sys.path:
 @pytest.fixture(params=["numba", "torch"])
 def kernels(request, monkeypatch):
     """Run a test with the numba per-pixel kernels (CPU default) and with the pure-torch ones (CUDA path)."""
-    ops = importlib.import_module("flamefit.render._ops")
+    ops = importlib.import_module("flamefit.render._backend")
     if request.param == "numba":
-        from flamefit.render.rasterize import _numba_available
+        from flamefit.render._backend import numba_available as _numba_available
 
         if not _numba_available():
             pytest.skip("numba is not installed")

@@ -17,7 +17,7 @@ from flamefit.render import (
     silhouette_pairs,
     soft_mask,
 )
-from flamefit.render.rasterize import _numba_available
+from flamefit.render._backend import numba_available as _numba_available
 
 
 def _sphere_px(center=(16.0, 16.0), radius=9.0, dtype=torch.float64):

@@ -16,7 +16,7 @@ from flamefit.render import (
     render_mesh,
     vertex_visibility,
 )
-from flamefit.render.rasterize import _numba_available
+from flamefit.render._backend import numba_available as _numba_available
 
 
 def _sphere_scene(size=48, dtype=torch.float64, batch=1, subdivisions=3):
@@ -150,7 +150,7 @@ def test_numba_and_torch_backends_render_the_same(standin_2023, monkeypatch):
     sh = torch.zeros(1, 9)
     sh[0, 0], sh[0, 3] = 3.0, -1.0
     a = render_mesh(verts[None], faces, cam, albedo=torch.full((5023, 3), 0.7), sh=sh, backend="numba")
-    monkeypatch.setattr(importlib.import_module("flamefit.render._ops"), "NUMBA_KERNELS", False)
+    monkeypatch.setattr(importlib.import_module("flamefit.render._backend"), "NUMBA_KERNELS", False)
     b = render_mesh(verts[None], faces, cam, albedo=torch.full((5023, 3), 0.7), sh=sh, backend="torch")
     assert torch.equal(a.tri_id, b.tri_id)
     torch.testing.assert_close(a.rgb, b.rgb)
@@ -190,7 +190,7 @@ def test_numba_and_torch_kernels_give_the_same_render_and_gradients(monkeypatch)
 
     if not _numba_available():
         pytest.skip("numba is not installed")
-    ops = importlib.import_module("flamefit.render._ops")
+    ops = importlib.import_module("flamefit.render._backend")
     v, f, cam = _sphere_scene(size=40, batch=2)
     v = v + 0.004 * torch.randn(v.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     g = torch.Generator().manual_seed(6)

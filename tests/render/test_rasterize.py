@@ -10,7 +10,7 @@ import torch
 from render_meshes import icosphere, random_soup
 
 from flamefit.render import camera_from_fov, look_at, rasterize
-from flamefit.render.rasterize import _numba_available
+from flamefit.render._backend import numba_available as _numba_available
 
 BACKENDS = ["torch"] + (["numba"] if _numba_available() else [])
 needs_numba = pytest.mark.skipif(not _numba_available(), reason="numba is not installed")

@@ -69,7 +69,7 @@ def test_interpolate_batched_attributes():
 def test_texture_kernels_agree(monkeypatch):
     import importlib
 
-    ops = importlib.import_module("flamefit.render._ops")
+    ops = importlib.import_module("flamefit.render._backend")
     g = torch.Generator().manual_seed(3)
     tex = torch.rand(2, 7, 9, 3, generator=g, dtype=torch.float64)
     uv = torch.rand(2, 5, 6, 2, generator=g, dtype=torch.float64) * 1.6 - 0.3
