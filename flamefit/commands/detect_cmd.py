@@ -1,9 +1,12 @@
-"""`flamefit detect IMAGE... --out DIR`: 478/68 landmarks and skin masks for images.
+"""`flamefit detect IMAGE|FOLDER... --out DIR`: 478/68 landmarks and skin masks for images.
 
-Per image it writes ``NAME.npz`` (``lmks_dense`` (478,2), ``lmks_68`` (68,2) in pixels of the original image,
-``mask`` (H,W) float32, ``confidence``, ``bbox``, ``image_size``) and ``NAME_overlay.png``. With ``--json`` it
-prints one JSON object with the landmarks of every image on stdout. An image that fails is reported and the
-others go on; the exit status is non-zero when any failed.
+A thin adapter over :mod:`flamefit.run` (the same batch loop as ``flamefit fit``; ``--workers`` / ``--ray`` work
+the same). Per image it writes ``NAME.npz`` (``lmks_dense`` (478,2), ``lmks_68`` (68,2) in pixels of the original
+image, ``mask`` (H,W) float32, ``confidence``, ``bbox``, ``image_size``), ``NAME_overlay.png`` (``--overlay``, on
+by default) and ``NAME.done.json`` (the completion record, last). Detection is cheap, so every run redoes every
+image (no skipping). With ``--json`` it prints one JSON object with the landmarks of every image on stdout
+(per-image lines go to stderr). An image that fails is reported in one line and the others go on; the exit
+status is then ItemsFailed's (see flamefit/errors.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from pathlib import Path
 
 import click
 
-from flamefit.commands._common import unique_stems
+from flamefit.commands._common import make_executor, run_options
+from flamefit.commands._options import threads_option
+from flamefit.io.detections import draw_overlay  # noqa: F401 - re-exported: its old home
 
 
 def _parse_select(value: str) -> str | int:
@@ -23,30 +28,6 @@ def _parse_select(value: str) -> str | int:
         return int(value)
     except ValueError as exc:
         raise click.BadParameter("use 'largest' or a face index (0 = left-most face)") from exc
-
-
-def draw_overlay(image, lmks_dense, lmks_68=None, mask=None):
-    """uint8 RGB picture: the skin mask tinted green, the 478 points (small) and the 68 points (red)."""
-    import cv2
-    import numpy as np
-
-    from flamefit.observe.image import to_uint8
-
-    vis = to_uint8(image).copy()
-    if mask is not None:
-        tint = np.array([40, 220, 80], np.float32)
-        a = (0.35 * np.clip(mask, 0, 1))[:, :, None]
-        vis = (vis * (1 - a) + tint * a).astype(np.uint8)
-    h, w = vis.shape[:2]
-    size = float(np.ptp(lmks_dense[:, 0])) if len(lmks_dense) else 100.0
-    r_small = max(int(round(size / 200)), 1)
-    r_big = max(int(round(size / 100)), 2)
-    for x, y in np.asarray(lmks_dense):
-        cv2.circle(vis, (int(x), int(y)), r_small, (255, 255, 255), -1, lineType=cv2.LINE_AA)
-    if lmks_68 is not None:
-        for x, y in np.asarray(lmks_68):
-            cv2.circle(vis, (int(x), int(y)), r_big, (255, 40, 40), -1, lineType=cv2.LINE_AA)
-    return vis
 
 
 @click.command(name="detect")
@@ -62,55 +43,41 @@ def draw_overlay(image, lmks_dense, lmks_68=None, mask=None):
 @click.option("--bisenet-weights", type=click.Path(dir_okay=False, path_type=Path),
               help="Face-parsing weights 79999_iter.pth (for --mask-backend bisenet).")
 @click.option("--overlay/--no-overlay", default=True, show_default=True, help="Write NAME_overlay.png.")
-def detect(images, out_dir, as_json, select, mask, mask_backend, bisenet_weights, overlay) -> None:
-    """Detect MediaPipe's 478 landmarks, the 68 iBUG points and a skin mask in IMAGE files."""
-    import numpy as np
-
-    from flamefit.errors import ConfigError, FlamefitError
-    from flamefit.observe.image import save_image
-    from flamefit.observe.landmarks import LandmarkDetector
-    from flamefit.observe.observation import observe
+@threads_option()
+@run_options
+@click.pass_context
+def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_weights, overlay, threads, workers,
+           use_ray, ray_address, retries, recursive, progress) -> None:
+    """Detect MediaPipe's 478 landmarks, the 68 iBUG points and a skin mask in IMAGE files (or folders)."""
+    from flamefit.commands._options import resolve_threads, setup_torch
+    from flamefit.errors import ConfigError
+    from flamefit.run import OK, Reporter, RunSpec, image_items, run_items
 
     if out_dir is None and not as_json:
         raise ConfigError("Nowhere to put the results: give --out DIR (files) and/or --json (stdout).")
+    debug = bool((ctx.obj or {}).get("debug"))
     face = _parse_select(select)
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    results, failures = [], []
-    with LandmarkDetector() as detector:
-        for path, stem in zip(images, unique_stems(list(images)), strict=True):
-            entry: dict = {"source": str(path)}
-            try:
-                obs = observe(path, select=face, mask=mask, mask_backend=mask_backend,
-                              bisenet_weights=bisenet_weights, detector=detector)
-            except FlamefitError as exc:
-                failures.append(exc)
-                entry.update(ok=False, error=str(exc), error_type=type(exc).__name__)
-                click.echo(f"failed {path}: {exc}", err=True)
-                results.append(entry)
-                continue
-            entry.update(ok=True, confidence=round(float(obs.confidence), 4),
-                         image_size=list(obs.image_size), bbox=[round(float(v), 2) for v in obs.bbox])
-            if out_dir is not None:
-                npz = out_dir / f"{stem}.npz"
-                np.savez_compressed(npz, **obs.to_npz_dict())
-                entry["npz"] = str(npz)
-                if overlay:
-                    png = out_dir / f"{stem}_overlay.png"
-                    save_image(png, draw_overlay(obs.image, obs.lmks_dense, obs.lmks_68,
-                                                 obs.mask if mask else None))
-                    entry["overlay"] = str(png)
-            if as_json:
-                entry["lmks_dense"] = np.round(obs.lmks_dense.astype(np.float64), 3).tolist()
-                entry["lmks_68"] = np.round(obs.lmks_68.astype(np.float64), 3).tolist()
-            else:
-                where = f" -> {entry['npz']}" if "npz" in entry else ""
-                click.echo(f"ok     {path}: 478 points, confidence {obs.confidence:.2f}{where}")
-            results.append(entry)
+    setup_torch("cpu", threads)
+    items = image_items(images, recursive=recursive)
+    options = {"select": face, "mask": mask, "mask_backend": mask_backend, "overlay": overlay,
+               "bisenet_weights": None if bisenet_weights is None else str(Path(bisenet_weights).resolve()),
+               "landmarks_in_record": as_json}
+    spec = RunSpec(worker="detect", out_dir=None if out_dir is None else str(out_dir), options=options,
+                   outputs=["npz", *(["overlay"] if overlay else [])], threads=resolve_threads(threads),
+                   overwrite=True, retries=retries)
+    with Reporter(enabled=progress and not as_json, label="images") as reporter:
+        executor = make_executor(workers, use_ray, ray_address, debug=debug, reporter=reporter)
+        summary = run_items(spec, items, executor=executor, reporter=reporter, skip_finished=False)
     if as_json:
-        click.echo(json.dumps({"images": results, "n_ok": len(results) - len(failures), "n_failed": len(failures)}))
-    if failures:
-        first = failures[0]
-        kinds = {type(f) for f in failures}
-        cls = type(first) if len(kinds) == 1 else FlamefitError
-        raise cls(f"{len(failures)} of {len(results)} image(s) failed; first: {first}")
+        entries = []
+        for rec in summary.records:
+            entry: dict = {"source": rec.source, "ok": rec.status == OK}
+            if rec.status == OK:
+                entry.update(rec.data)
+            else:
+                entry.update(error=rec.message, error_type=rec.error_type)
+            entries.append(entry)
+        click.echo(json.dumps({"images": entries, "n_ok": summary.n_ok, "n_failed": summary.n_failed}))
+    else:
+        click.echo(f"{summary.n_ok} detected, {summary.n_failed} failed ({summary.seconds:.1f} s)", err=True)
+    summary.raise_for_failures()

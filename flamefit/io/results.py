@@ -1,21 +1,35 @@
-"""Write and read fit results: per image ``NAME.npz`` (all arrays), ``NAME.json`` (parameters, camera in OpenCV
-and OpenGL conventions, timings, config), ``NAME_mesh.obj`` + ``.mtl`` + ``NAME_mesh.png`` (textured mesh),
-``NAME.glb``, and ``NAME_overlay.png`` (input | render | blend).
+"""Write and read fit results.
 
-``NAME.json`` is written last, so its presence marks a finished result (reruns skip it unless overwriting).
+Per item, into the output folder (the kinds in brackets are what ``outputs=`` / the CLI flags select):
+
+- ``NAME.npz`` [npz, always]: every array the fit produced (only real values: a field that could not be
+  computed is absent, never zeros), ``faces``, and the raw parameters as ``param_*``;
+- ``NAME.json`` [json, always]: parameters, camera in OpenCV and OpenGL conventions, timings, the config, and
+  ``missing`` (field -> why it is absent);
+- ``NAME_mesh.obj`` + ``.mtl`` + ``NAME_mesh.png`` and ``NAME.glb`` [mesh]: the textured mesh;
+- ``NAME_overlay.png`` [overlay]: input | render | blend;
+- ``NAME_render.png`` [render]: the render as RGBA (alpha = coverage);
+- ``NAME.done.json``: the completion record, written last (see :mod:`flamefit.io.outputs`).
+
+Everything written is finite: a non-finite array or JSON number is an error for that item, nothing is written.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from flamefit.errors import ModelFileError
+from flamefit.errors import FlamefitError, ModelFileError
+from flamefit.io.outputs import OutputSet
+from flamefit.io.outputs import is_finished as _is_finished
 
-RESULT_SUFFIXES = (".npz", ".json", "_mesh.obj", ".glb", "_overlay.png")
+ALL_OUTPUTS = ("npz", "json", "mesh", "overlay", "render")
+DEFAULT_OUTPUTS = ("npz", "json", "mesh", "overlay")
+ALWAYS = ("npz", "json")
 
 
 def result_paths(out_dir: str | Path, name: str) -> dict[str, Path]:
@@ -26,18 +40,30 @@ def result_paths(out_dir: str | Path, name: str) -> dict[str, Path]:
         "obj": out_dir / f"{name}_mesh.obj",
         "glb": out_dir / f"{name}.glb",
         "overlay": out_dir / f"{name}_overlay.png",
+        "render": out_dir / f"{name}_render.png",
+        "done": out_dir / f"{name}.done.json",
     }
 
 
-def is_finished(out_dir: str | Path, name: str) -> bool:
-    """All outputs of ``name`` exist (the JSON is written last)."""
-    return all(p.exists() for p in result_paths(out_dir, name).values())
+def normalise_outputs(outputs: Iterable[str] | None) -> tuple[str, ...]:
+    """The output kinds to write: ``outputs`` plus the ones that are always written, validated."""
+    outputs = DEFAULT_OUTPUTS if outputs is None else tuple(outputs)
+    unknown = sorted(set(outputs) - set(ALL_OUTPUTS))
+    if unknown:
+        raise ValueError(f"unknown output kinds {unknown}; known: {list(ALL_OUTPUTS)}")
+    return tuple(k for k in ALL_OUTPUTS if k in set(outputs) | set(ALWAYS))
+
+
+def is_finished(out_dir: str | Path, name: str, outputs: Iterable[str] | None = None,
+                verify_hashes: bool = False) -> bool:
+    """``name`` has a complete, consistent result set in ``out_dir`` covering ``outputs``."""
+    return _is_finished(out_dir, name, normalise_outputs(outputs), verify_hashes=verify_hashes)
 
 
 def _jsonable(x):
     if isinstance(x, np.ndarray):
         return x.tolist()
-    if isinstance(x, (np.floating, np.integer)):
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
         return x.item()
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
@@ -46,13 +72,58 @@ def _jsonable(x):
     return x
 
 
-def result_json(result, config=None, faces_count: int | None = None) -> dict:
-    """The JSON document for a FitResult (parameters, camera in both conventions, timings, config)."""
-    from flamefit.fit.config import config_to_dict
+def find_nonfinite(doc, where: str = "") -> str | None:
+    """The path (``a.b[3]``) of the first NaN/inf number in a JSON-like document, else None."""
+    if isinstance(doc, float):
+        return None if math.isfinite(doc) else (where or "<root>")
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            hit = find_nonfinite(v, f"{where}.{k}" if where else str(k))
+            if hit:
+                return hit
+    elif isinstance(doc, (list, tuple)):
+        for i, v in enumerate(doc):
+            hit = find_nonfinite(v, f"{where}[{i}]")
+            if hit:
+                return hit
+    return None
 
+
+def check_finite_arrays(arrays: dict[str, np.ndarray], name: str) -> None:
+    """Raise a FlamefitError naming the first array with NaN/inf values."""
+    for key, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            n_bad = int((~np.isfinite(a)).sum())
+            raise FlamefitError(f"{name}: the fit produced {n_bad} non-finite value(s) in `{key}` {a.shape}; "
+                                "nothing was written for it (try other weights/learning rates, or report the image)")
+
+
+def dumps_finite(doc: dict, name: str) -> str:
+    """``json.dumps`` that refuses NaN/inf with an error naming the field."""
+    bad = find_nonfinite(doc)
+    if bad is not None:
+        raise FlamefitError(f"{name}: non-finite number in the result JSON at `{bad}`; nothing was written for it")
+    return json.dumps(doc, indent=1, allow_nan=False)
+
+
+def _missing(result) -> dict[str, str]:
+    return dict(getattr(result, "missing", None) or {})
+
+
+def result_arrays(result, faces=None) -> dict[str, np.ndarray]:
+    """The arrays for ``NAME.npz``: the result's arrays that exist (None fields are left out), plus ``faces``."""
+    arrays = {k: np.asarray(v) for k, v in result.arrays().items() if v is not None}
+    if faces is not None:
+        arrays["faces"] = np.asarray(faces, dtype=np.int64)
+    return arrays
+
+
+def result_json(result, config=None, faces_count: int | None = None) -> dict:
+    """The JSON document for a FitResult (parameters, camera in both conventions, timings, config, missing)."""
     doc = {
         "name": result.name,
-        "image_size": {"height": result.image_size[0], "width": result.image_size[1]},
+        "image_size": {"height": int(result.image_size[0]), "width": int(result.image_size[1])},
         "conventions": {
             "units": "metres, radians (axis-angle), pixels of the original image",
             "model_frame": "FLAME: y up, +z out of the face, +x towards the subject's left",
@@ -60,45 +131,70 @@ def result_json(result, config=None, faces_count: int | None = None) -> dict:
             "pixels": "x right, y down, origin at the top-left corner of the top-left pixel, centres at +0.5",
             "opengl": "view = diag(1,-1,-1) [R|t]; projection from K for near/far 0.01/10",
         },
-        "flame": {"shape": result.shape, "exp": result.exp, "pose": result.pose, "neck": result.neck,
-                  "eyes": result.eyes, "tex": result.tex, "light": result.light},
+        "flame": {k: getattr(result, k) for k in ("shape", "exp", "pose", "neck", "eyes", "tex", "light")
+                  if getattr(result, k, None) is not None},
         "camera": {
             "opencv": {"K": result.K, "rotation_axis_angle": result.cam[:3], "translation": result.cam[3:],
                        "cam": result.cam},
             "opengl": {"view": result.opengl_view, "projection": result.opengl_projection()},
         },
-        "lmks_68_fit": result.lmks_68_fit,
-        "timings_s": result.timings,
+        "timings_s": getattr(result, "timings", {}) or {},
+        "missing": _missing(result),
     }
+    for key in ("lmks_68_fit", "blendshape_scores", "blendshape_names", "face_transform"):
+        value = getattr(result, key, None)
+        if value is not None:
+            doc[key] = value
     if config is not None:
-        doc["config"] = config_to_dict(config)
+        from flamefit.fit.config import config_to_dict
+
+        doc["config"] = config if isinstance(config, dict) else config_to_dict(config)
     return _jsonable(doc)
 
 
-def save_result(result, out_dir: str | Path, faces, vt=None, ft=None, config=None, name: str | None = None
-                ) -> dict[str, Path]:
-    """Write all files of one result; returns their paths."""
+def _render_rgba(result) -> np.ndarray | None:
+    render, mask = getattr(result, "render", None), getattr(result, "mask", None)
+    if render is None:
+        return None
+    alpha = np.ones(render.shape[:2], np.float32) if mask is None else np.asarray(mask, np.float32)
+    return np.concatenate([np.asarray(render, np.float32), alpha[..., None]], axis=-1)
+
+
+def save_result(result, out_dir: str | Path, faces, vt=None, ft=None, config=None, name: str | None = None,
+                outputs: Iterable[str] | None = None, overwrite: bool = True, source: str = "",
+                kind: str = "fit") -> dict[str, Path] | None:
+    """Write the files of one result (``outputs``: kinds from :data:`ALL_OUTPUTS`, default
+    :data:`DEFAULT_OUTPUTS`) as one atomic set; returns the published paths, or None when not ``overwrite`` and
+    another run finished ``name`` meanwhile. Raises FlamefitError (writing nothing) on non-finite values."""
     from flamefit.io.mesh import save_glb, save_obj, save_png
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     name = name or result.name
-    paths = result_paths(out_dir, name)
-    arrays = result.arrays()
-    arrays["faces"] = np.asarray(faces, dtype=np.int64)
-    tmp = paths["npz"].with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, paths["npz"])
+    kinds = normalise_outputs(outputs)
+    arrays = result_arrays(result, faces)
+    check_finite_arrays(arrays, name)
+    doc = result_json(result, config)
+    missing = doc["missing"]
+    overlay, rgba = getattr(result, "overlay", None), _render_rgba(result)
+    if "overlay" in kinds and overlay is None:
+        missing.setdefault("overlay_png", missing.get("overlay", "no render of the fit was made"))
+    if "render" in kinds and rgba is None:
+        missing.setdefault("render_png", missing.get("render", "no render of the fit was made"))
+    text = dumps_finite(doc, name)
     faces = np.asarray(faces)
-    tex = result.albedo if vt is not None else None
-    save_obj(paths["obj"], result.vertices, faces, vt=vt, ft=ft, texture=tex)
-    save_glb(paths["glb"], result.vertices, faces, vt=vt, ft=ft, texture=tex)
-    save_png(paths["overlay"], result.overlay)
-    doc = json.dumps(result_json(result, config), indent=1)
-    tmp = paths["json"].with_suffix(".json.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    os.replace(tmp, paths["json"])
-    return paths
+    with OutputSet(out_dir, name, kind=kind, source=source, overwrite=overwrite) as outs:
+        np.savez_compressed(outs.path(f"{name}.npz"), **arrays)
+        outs.write_text(f"{name}.json", text)
+        if "mesh" in kinds:
+            tex = getattr(result, "albedo", None) if vt is not None else None
+            save_obj(outs.path(f"{name}_mesh.obj"), result.vertices, faces, vt=vt, ft=ft, texture=tex)
+            save_glb(outs.path(f"{name}.glb"), result.vertices, faces, vt=vt, ft=ft, texture=tex)
+        if "overlay" in kinds and overlay is not None:
+            save_png(outs.path(f"{name}_overlay.png"), overlay)
+        if "render" in kinds and rgba is not None:
+            save_png(outs.path(f"{name}_render.png"), rgba)
+        if not outs.publish(outputs=kinds):
+            return None
+        return dict(outs.published)
 
 
 def load_result_params(path: str | Path, device=None, dtype=None):

@@ -1,0 +1,25 @@
+"""Run many items: spec, items, workers, executors, skip-finished, error isolation, progress.
+
+    from flamefit.run import RunSpec, image_items, run_items, PoolExecutor
+    spec = RunSpec(worker="fit", out_dir="out", assets=resolve_assets(), config=config_to_dict(cfg),
+                   outputs=["npz", "json"])
+    summary = run_items(spec, image_items(["photos/"]), executor=PoolExecutor(2))
+
+See :mod:`flamefit.run.spec` (the serialisable spec), :mod:`flamefit.run.items` (sources),
+:mod:`flamefit.run.worker` (protocol, records), :mod:`flamefit.run.workers` (fit, detect),
+:mod:`flamefit.run.executors` (in-process, process pool, Ray) and :mod:`flamefit.run.runner` (the loop).
+"""
+
+from flamefit.run.executors import InProcessExecutor, PoolExecutor, RayExecutor
+from flamefit.run.items import IMAGE_EXTENSIONS, Item, expand_inputs, image_items, output_names, shard
+from flamefit.run.progress import Reporter
+from flamefit.run.runner import ItemsFailed, RunSummary, run_items
+from flamefit.run.spec import RunSpec, config_from_dict, pin_environment, resolve_assets, resolve_cache_dir
+from flamefit.run.worker import FAILED, OK, SKIPPED, WORKERS, Record, Worker, make_worker, process_safely
+
+__all__ = [
+    "FAILED", "IMAGE_EXTENSIONS", "OK", "SKIPPED", "WORKERS", "InProcessExecutor", "Item", "ItemsFailed",
+    "PoolExecutor", "RayExecutor", "Record", "Reporter", "RunSpec", "RunSummary", "Worker", "config_from_dict",
+    "expand_inputs", "image_items", "make_worker", "output_names", "pin_environment", "process_safely",
+    "resolve_assets", "resolve_cache_dir", "run_items", "shard",
+]

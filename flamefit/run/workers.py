@@ -1,0 +1,146 @@
+"""The workers behind ``flamefit fit`` and ``flamefit detect`` (see :mod:`flamefit.run.worker` for the protocol).
+
+Both are built from the spec alone and write their outputs through :mod:`flamefit.io` as atomic sets with a
+completion record. Options (``spec.options``):
+
+- fit: none beyond the spec (assets, config, outputs, device, threads);
+- detect: ``select`` ('largest' or a face index), ``mask`` (bool), ``mask_backend``, ``bisenet_weights``,
+  ``overlay`` (bool), ``landmarks_in_record`` (bool: put the landmarks into the record, for ``--json``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from flamefit.run.items import Item
+from flamefit.run.spec import RunSpec, config_from_dict
+from flamefit.run.worker import OK, SKIPPED, Record
+
+
+def _apply_threads(spec: RunSpec) -> None:
+    if spec.threads is not None:
+        import torch
+
+        if torch.get_num_threads() != spec.threads:
+            torch.set_num_threads(spec.threads)
+
+
+class FitWorker:
+    """Detect, fit, write ``NAME.npz``/``.json`` (+ meshes/overlay/render as ``spec.outputs`` asks)."""
+
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        self.fitter = None
+        self.detector = None
+        self.cfg = None
+        self.stage_callback = None  # optional (name, stage, i, n) -> None, set by an in-process runner
+
+    def setup(self) -> None:
+        from flamefit.fit.api import build_fitter
+
+        _apply_threads(self.spec)
+        a = self.spec.assets
+        self.cfg = config_from_dict(self.spec.config)
+        self.fitter = build_fitter(a.get("flame"), a.get("texture_space") or "none", self.cfg,
+                                   device=self.spec.device, landmarks_static=a.get("landmarks_static"),
+                                   landmarks_dynamic=a.get("landmarks_dynamic"))
+        try:
+            from flamefit.observe import LandmarkDetector
+
+            self.detector = LandmarkDetector()  # one detector per worker: starting MediaPipe costs ~1 s
+        except Exception:  # noqa: BLE001 - observe() starts its own when this fails
+            self.detector = None
+
+    def close(self) -> None:
+        if self.detector is not None and hasattr(self.detector, "close"):
+            self.detector.close()
+            self.detector = None
+
+    def _mesh_arrays(self):
+        f = self.fitter
+        faces = getattr(f, "faces", None)
+        if faces is None:
+            faces = f.model.faces
+        vt, ft = getattr(f, "vt", None), getattr(f, "ft", None)
+
+        def _np(t):
+            return None if t is None else t.detach().cpu().numpy()
+
+        return _np(faces), _np(vt), _np(ft)
+
+    def process(self, item: Item) -> Record:
+        from flamefit.fit.api import fit_image
+        from flamefit.io.results import is_finished, save_result
+        from flamefit.observe import observe
+
+        spec = self.spec
+        if not spec.overwrite and is_finished(spec.out_dir, item.name, spec.outputs, spec.verify_hashes):
+            return Record(item.name, item.source, SKIPPED, message="already finished")
+        t0 = time.perf_counter()
+        kwargs = {"detector": self.detector} if self.detector is not None else {}
+        obs = observe(item.source, source=item.source, **kwargs)
+        cb = None
+        if self.stage_callback is not None:
+            def cb(stage, i, n, _name=item.name):
+                self.stage_callback(_name, stage, i, n)
+        result = fit_image(obs, self.fitter, callback=cb)
+        result.name = item.name
+        faces, vt, ft = self._mesh_arrays()
+        paths = save_result(result, spec.out_dir, faces, vt, ft, config=spec.config, name=item.name,
+                            outputs=spec.outputs, overwrite=spec.overwrite, source=item.source)
+        seconds = time.perf_counter() - t0
+        if paths is None:
+            return Record(item.name, item.source, SKIPPED, message="finished by another run meanwhile",
+                          seconds=seconds)
+        fit_s = sum(v for k, v in (getattr(result, "timings", None) or {}).items()
+                    if isinstance(v, (int, float)) and k != "total_s")
+        return Record(item.name, item.source, OK, message=f"{seconds:.1f} s; fit {fit_s:.1f} s", seconds=seconds,
+                      outputs=sorted(str(p) for p in paths.values()))
+
+
+class DetectWorker:
+    """Detect 478 + 68 landmarks and the skin mask; write ``NAME.npz`` (+ ``NAME_overlay.png``)."""
+
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        self.detector = None
+
+    def setup(self) -> None:
+        from flamefit.observe import LandmarkDetector
+
+        _apply_threads(self.spec)
+        self.detector = LandmarkDetector()
+
+    def close(self) -> None:
+        if self.detector is not None:
+            self.detector.close()
+            self.detector = None
+
+    def process(self, item: Item) -> Record:
+        import numpy as np
+
+        from flamefit.io.detections import save_detection
+        from flamefit.observe import observe
+
+        o = self.spec.options
+        t0 = time.perf_counter()
+        obs = observe(item.source, select=o.get("select", "largest"), mask=o.get("mask", True),
+                      mask_backend=o.get("mask_backend", "landmarks"), bisenet_weights=o.get("bisenet_weights"),
+                      source=item.source, detector=self.detector)
+        data = {"confidence": round(float(obs.confidence), 4), "image_size": [int(v) for v in obs.image_size],
+                "bbox": [round(float(v), 2) for v in obs.bbox]}
+        if o.get("landmarks_in_record"):
+            data["lmks_dense"] = np.round(obs.lmks_dense.astype(np.float64), 3).tolist()
+            data["lmks_68"] = np.round(obs.lmks_68.astype(np.float64), 3).tolist()
+        outputs: list[str] = []
+        if self.spec.out_dir is not None:
+            paths = save_detection(obs, self.spec.out_dir, item.name, overlay=o.get("overlay", True),
+                                   mask=o.get("mask", True), overwrite=self.spec.overwrite, source=item.source)
+            outputs = sorted(str(p) for p in (paths or {}).values())
+            for key, suffix in (("npz", ".npz"), ("overlay", "_overlay.png")):
+                hit = [p for p in outputs if p.endswith(item.name + suffix)]
+                if hit:
+                    data[key] = hit[0]
+        where = f" -> {data['npz']}" if "npz" in data else ""
+        return Record(item.name, item.source, OK, message=f"478 points, confidence {obs.confidence:.2f}{where}",
+                      seconds=time.perf_counter() - t0, outputs=outputs, data=data)
