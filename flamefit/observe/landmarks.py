@@ -302,10 +302,12 @@ class LandmarkDetector:
     """
 
     def __init__(self, min_confidence: float = 0.5, search_confidence: float = 0.75, *,
-                 face_landmarker: str | os.PathLike | bool | None = None):
-        # face_landmarker (for :meth:`expression`): None finds face_landmarker.task on first use, False
-        # switches blendshapes off, a path uses that file
+                 face_landmarker: str | os.PathLike | bool | None = None, face_landmarker_missing: str = ""):
+        # face_landmarker (for :meth:`expression`): None finds face_landmarker.task on first use (reads the
+        # environment and config), False switches blendshapes off (``face_landmarker_missing`` then says why,
+        # e.g. a run resolved the assets once and found none), a path uses that file
         self._fl_request = face_landmarker
+        self._fl_off_reason = str(face_landmarker_missing)
         self._fl_tasks: dict = {}  # checked path -> FaceLandmarkerTask (IMAGE mode)
         self._fl_auto: tuple | None = None  # (path or None, reason) of the automatic search, done once
         self.min_confidence = float(min_confidence)
@@ -391,7 +393,7 @@ class LandmarkDetector:
         from flamefit.observe.blendshapes import check_task_file, resolve_face_landmarker
 
         if request is False:
-            return "blendshapes were switched off"
+            return self._fl_off_reason or "blendshapes were switched off"
         if request is None or request is True:
             if self._fl_auto is None:
                 self._fl_auto = resolve_face_landmarker(None)

@@ -211,6 +211,11 @@ def test_switched_off_or_not_installed_is_absent_with_reason(detector, ffhq_dir,
         obs = observe(ffhq_dir / "00001.png", detector=fresh, mask=False)
     assert obs.blendshape_scores is None and INSTALL_HINT in obs.missing["blendshape_scores"]
 
+    # a run resolves the assets once; its workers get the path, or False with the reason
+    with LandmarkDetector(face_landmarker=False, face_landmarker_missing="no face_landmarker.task (run spec)") as w:
+        obs = observe(ffhq_dir / "00001.png", detector=w, mask=False)
+    assert obs.missing["face_transform"] == "no face_landmarker.task (run spec)"
+
 
 def test_bad_explicit_task_is_an_error(detector, ffhq_dir, tmp_path):
     from flamefit.observe import observe
