@@ -74,10 +74,13 @@ class FlameModel(nn.Module):
         self._uv_source = layout.source
 
     @property
-    def uv(self) -> UVLayout | None:
-        """The UV layout (``vt`` (T,2), ``ft`` (F,3)) or None when none was found."""
+    def uv(self) -> UVLayout:
+        """The UV layout (``vt`` (T,2), ``ft`` (F,3)); without a file-provided one, an atlas flamefit generates
+        for this mesh (``uv.generated``; see :func:`flamefit.model.uv.generate_uv_layout`), made on first use."""
         if self.uv_vt is None:
-            return None
+            from flamefit.model.uv import generated_uv_layout
+
+            self.set_uv(generated_uv_layout(self.v_template, self.faces))
         return UVLayout(self.uv_vt, self.uv_ft, getattr(self, "_uv_source", ""))
 
     def truncated(self, n_shape: int, n_expr: int) -> FlameModel:
@@ -158,7 +161,7 @@ def load_flame(
     ``FLAMEFIT_FLAME_MODEL``, then the config file, then the user data directory). ``n_shape``/``n_expr``
     default to all components in the file (300/100 for FLAME); asking for more than the file has is an error.
     The UV layout is attached as ``model.uv`` when one is found (``uv`` path, ``FLAMEFIT_UV_LAYOUT``/config/
-    data dir, or the ``flame-model`` package), else ``model.uv`` is None.
+    data dir, or the ``flame-model`` package), else ``model.uv`` is an atlas generated for the mesh.
     """
     from flamefit.model.files import resolve_asset
     from flamefit.model.uv import load_uv_layout, packaged_uv_layout
