@@ -14,7 +14,9 @@ emulates a jittery detector without running MediaPipe (whose output on renders o
 
 Everything follows from ``seed`` (local generators, no global seeds). Rendering runs in chunks of frames; with
 ``keep_frames=False`` and a ``video_path`` the frames stream to the mp4 and are not kept (long clips).
-The background is static (a fixed camera); ``pixel_noise`` adds fresh sensor noise to every frame.
+The background is static within a shot (a fixed camera); ``pixel_noise`` adds fresh sensor noise to every frame.
+For the hard cases of tracking, ``cuts`` start new shots (background, framing and head orientation jump) and
+``face_absent`` frames show no face (their landmarks are NaN).
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class SyntheticClip:
     images: np.ndarray | None  # (T,H,W,3) uint8 RGB; None with keep_frames=False
     video_path: str | None
     blink_frames: np.ndarray  # (T,) bool, frames where the blink component exceeds 1 sd
+    face_visible: np.ndarray  # (T,) bool; False: a frame without the face (its landmarks are NaN)
+    shot: np.ndarray  # (T,) int, the shot each frame belongs to (0 without cuts)
     config: dict = field(default_factory=dict)
 
     @property
@@ -93,7 +97,8 @@ class SyntheticClip:
         """The ground truth as named arrays (for ``np.savez``); absent fields are left out."""
         out = {f"param_{k}": v for k, v in self.params.to_dict().items()}
         out.update(times_s=self.times_s, vertices=self.vertices, verts_cam=self.verts_cam, K=self.K,
-                   face_region=self.face_region, blink_frames=self.blink_frames)
+                   face_region=self.face_region, blink_frames=self.blink_frames, face_visible=self.face_visible,
+                   shot=self.shot)
         for name in ("lmks_68", "lmks_dense", "lmks_68_noisy", "lmks_dense_noisy"):
             value = getattr(self, name)
             if value is not None:
@@ -130,8 +135,11 @@ def _blinks(rng: np.random.Generator, t: np.ndarray, motion: ClipMotion) -> np.n
 
 def clip_params(n_frames: int, fps: float, n_shape: int, n_expr: int, n_tex: int, height: int, width: int,
                 rng: np.random.Generator, motion: ClipMotion | None = None, fov_deg: float = 20.0,
-                dtype: torch.dtype = torch.float32) -> FlameParams:
-    """Per-frame ground-truth parameters (T frames, CPU) of a smoothly moving, talking, blinking head."""
+                dtype: torch.dtype = torch.float32, shots: np.ndarray | None = None) -> FlameParams:
+    """Per-frame ground-truth parameters (T frames, CPU) of a smoothly moving, talking, blinking head.
+
+    ``shots`` (T,) int: shot number per frame; each new shot jumps the camera's framing (position, distance) and
+    the head's orientation, as a cut in an edited video does (the person stays the same)."""
     m = motion or ClipMotion()
     t = np.arange(n_frames) / fps
     f_px = 0.5 * max(height, width) / math.tan(math.radians(fov_deg) / 2)
@@ -159,6 +167,10 @@ def clip_params(n_frames: int, fps: float, n_shape: int, n_expr: int, n_tex: int
         m.yaw_amp_rad * np.sin(2 * math.pi * t / m.yaw_period_s + ph[1]),
         m.roll_amp_rad * np.sin(2 * math.pi * t / m.roll_period_s + ph[2]),
     ], -1)
+    if shots is not None and shots.max() > 0:
+        jumps = np.zeros((int(shots.max()) + 1, 3))
+        jumps[1:] = rng.uniform(-1, 1, (len(jumps) - 1, 3)) * [0.15, 0.4, 0.1]
+        pose = pose + jumps[shots]
     p.global_pose = tt(pose)
 
     # talking: syllables under a phrase envelope (pauses between phrases); positive x opens the mouth
@@ -184,6 +196,11 @@ def clip_params(n_frames: int, fps: float, n_shape: int, n_expr: int, n_tex: int
     z = f_px * 0.2 / (0.5 * min(height, width))
     drift = m.drift_amp_m * _smooth_signal(rng, t, m.drift_period_s, 3) / 1.5
     cam_t = np.array([0.0, 0.02, z])[None] + drift
+    if shots is not None and shots.max() > 0:
+        framing = np.zeros((int(shots.max()) + 1, 3))
+        framing[1:, :2] = rng.uniform(-1, 1, (len(framing) - 1, 2)) * [0.03, 0.02]
+        framing[1:, 2] = z * (rng.uniform(0.8, 1.25, len(framing) - 1) - 1)
+        cam_t = cam_t + framing[shots]
     p.cam_translation = tt(cam_t)
     return p
 
@@ -208,7 +225,8 @@ def make_synthetic_clip(model, *, landmarks68=None, dense=None, texture_space=No
                         motion: ClipMotion | None = None, landmark_noise_px: float = 0.0,
                         landmark_noise_corr: float = 0.0, pixel_noise: float = 0.0, keep_frames: bool = True,
                         video_path: str | os.PathLike | None = None, chunk: int = 8,
-                        region: torch.Tensor | None = None) -> SyntheticClip:
+                        region: torch.Tensor | None = None, cuts: tuple[int, ...] = (),
+                        face_absent: tuple[int, ...] = ()) -> SyntheticClip:
     """Render a clip of ``n_frames`` at ``fps`` with its ground truth (see the module doc).
 
     Args:
@@ -227,6 +245,9 @@ def make_synthetic_clip(model, *, landmarks68=None, dense=None, texture_space=No
         chunk: frames rendered per batch.
         region: face-region vertex mask; default :func:`flamefit.fit.synthetic.face_region` (needs ``landmarks68``),
             else all head vertices.
+        cuts: frame indices where a new shot starts (new background, camera framing and head orientation).
+        face_absent: frames that show only the background (the face is lost): their landmarks are NaN and
+            ``face_visible`` False; the parameters and vertices go on as if the head were hidden.
     """
     if n_frames < 1 or fps <= 0 or height < 16 or width < 16:
         from flamefit.errors import ConfigError
@@ -237,14 +258,27 @@ def make_synthetic_clip(model, *, landmarks68=None, dense=None, texture_space=No
         from flamefit.errors import ConfigError
 
         raise ConfigError(f"landmark_noise_corr must be in [0, 1), got {landmark_noise_corr}")
+    cuts = sorted({int(c) for c in cuts})
+    absent = np.zeros(n_frames, bool)
+    try:
+        absent[list(face_absent)] = True
+    except IndexError as e:
+        from flamefit.errors import ConfigError
+
+        raise ConfigError(f"face_absent frames must be in 0..{n_frames - 1}, got {list(face_absent)}") from e
+    if cuts and not 0 < cuts[0] <= cuts[-1] < n_frames:
+        from flamefit.errors import ConfigError
+
+        raise ConfigError(f"cuts must be frame indices in 1..{n_frames - 1}, got {cuts}")
+    shot = np.searchsorted(np.asarray(cuts, int), np.arange(n_frames), side="right")
     rng = np.random.default_rng(seed)
     dtype = model.v_template.dtype
     device = model.v_template.device
     n_tex = texture_space.n_components if texture_space is not None else 0
     params = clip_params(n_frames, fps, model.n_shape, model.n_expr, n_tex, height, width, rng, motion,
-                         dtype=dtype)
-    bg = _background(height, width, rng)
-    bg_t = torch.as_tensor(bg, dtype=dtype, device=device).unsqueeze(0)
+                         dtype=dtype, shots=shot)
+    bg = np.stack([_background(height, width, rng) for _ in range(int(shot[-1]) + 1)])  # one per shot
+    bg_t = torch.as_tensor(bg, dtype=dtype, device=device)
     texture, albedo = _appearance(model, texture_space, dtype)
     if texture is not None:
         tex_map = texture_space(params.tex[:1].to(device))[0].clamp(0, 1)
@@ -279,8 +313,9 @@ def make_synthetic_clip(model, *, landmarks68=None, dense=None, texture_space=No
             R = axis_angle_to_matrix(p.cam_rotation)
             Kb = p.intrinsics()
             cam = PerspectiveCamera(Kb, R, p.cam_translation, height, width)
-            r = _render(verts, model.faces, cam, texture, albedo, p.light, bg_t)
+            r = _render(verts, model.faces, cam, texture, albedo, p.light, bg_t[torch.as_tensor(shot[s:e])])
             rgb = r.rgb.clamp(0, 1).cpu().numpy()
+            rgb[absent[s:e]] = bg[shot[s:e][absent[s:e]]]
             if pixel_noise > 0:
                 rgb = np.clip(rgb + rng.normal(0, pixel_noise, rgb.shape), 0, 1)
             frames_u8 = (rgb * 255 + 0.5).astype(np.uint8)
@@ -309,28 +344,32 @@ def make_synthetic_clip(model, *, landmarks68=None, dense=None, texture_space=No
         if lm68 is not None and sigma > 0 else None
     noisyd = lmd + _detector_noise(rng, lmd.shape, sigma, landmark_noise_corr) \
         if lmd is not None and sigma > 0 else None
+    for a in (lm68, lmd, noisy68, noisyd):
+        if a is not None:
+            a[absent] = np.nan
     blink = params.expression[:, BLINK_COMPONENT].numpy() > 1.0 if model.n_expr > BLINK_COMPONENT \
         else np.zeros(n_frames, bool)
     config = dict(n_frames=n_frames, fps=fps, height=height, width=width, seed=seed,
                   motion=dict((motion or ClipMotion()).__dict__), landmark_noise_px=landmark_noise_px,
                   landmark_noise_corr=landmark_noise_corr, pixel_noise=pixel_noise,
-                  texture=getattr(texture_space, "source", None) if texture_space is not None else "flat per-vertex")
+                  texture=getattr(texture_space, "source", None) if texture_space is not None else "flat per-vertex",
+                  cuts=list(cuts), face_absent=np.nonzero(absent)[0].tolist())
     return SyntheticClip(
         fps=float(fps), times_s=np.arange(n_frames) / fps, height=height, width=width,
         params=params.detach().to("cpu"), vertices=verts_all, verts_cam=cam_all, lmks_68=lm68, lmks_dense=lmd,
         lmks_68_noisy=None if noisy68 is None else noisy68.astype(np.float32),
         lmks_dense_noisy=None if noisyd is None else noisyd.astype(np.float32),
         face_region=region.cpu().numpy().astype(bool), K=K.cpu().numpy(), images=images,
-        video_path=None if video_path is None else str(video_path), blink_frames=blink, config=config,
+        video_path=None if video_path is None else str(video_path), blink_frames=blink, face_visible=~absent,
+        shot=shot, config=config,
     )
 
 
 def _render(verts, faces, cam, texture, albedo, light, background):
     from flamefit.render.mesh_renderer import render_mesh
 
-    B = verts.shape[0]
     return render_mesh(verts, faces, cam, texture=texture, albedo=albedo, sh=light, antialias=True,
-                       background=background.expand(B, -1, -1, -1))
+                       background=background)
 
 
 def _detector_noise(rng: np.random.Generator, shape, sigma: float, corr: float) -> np.ndarray:

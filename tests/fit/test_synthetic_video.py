@@ -147,3 +147,34 @@ def test_rejects_bad_arguments(synthetic_setup):
         make_synthetic_clip(model, n_frames=0)
     with pytest.raises(ConfigError):
         make_synthetic_clip(model, n_frames=2, landmark_noise_corr=1.0)
+
+
+def test_shot_cuts_and_lost_face(standin):
+    model, lmk, ts = standin
+    clip = make_synthetic_clip(model, landmarks68=lmk, texture_space=ts, n_frames=30, fps=25, height=96, width=96,
+                               seed=4, cuts=(12, 20), face_absent=(5, 6, 7), landmark_noise_px=1.0)
+    assert clip.shot.tolist() == [0] * 12 + [1] * 8 + [2] * 10
+    assert clip.face_visible.tolist() == [i not in (5, 6, 7) for i in range(30)]
+    for name in ("lmks_68", "lmks_68_noisy"):
+        a = getattr(clip, name)
+        assert np.isnan(a[[5, 6, 7]]).all() and np.isfinite(a[clip.face_visible]).all()
+    # lost face: the frames show the shot's background only (identical to each other), the face is back at 8
+    assert np.array_equal(clip.images[5], clip.images[6]) and np.array_equal(clip.images[6], clip.images[7])
+    masks = truth_masks(model, clip, [4, 8])
+    assert masks.any(axis=(1, 2)).all()
+    assert (clip.images[8] != clip.images[7]).any(-1)[masks[1]].mean() > 0.95
+    # cuts: the landmarks jump far more between shots than within one
+    step = np.linalg.norm(clip.lmks_68[1:] - clip.lmks_68[:-1], axis=-1).mean(1)
+    within = np.nanmax(np.delete(step, [4, 5, 6, 7, 11, 19]))
+    assert step[11] > 3 * within and step[19] > 3 * within
+    # and the background changes at a cut (the pixels outside both heads differ)
+    from scipy.ndimage import binary_dilation
+
+    m = truth_masks(model, clip, [11, 12])
+    outside = ~binary_dilation(m.any(0), iterations=2)
+    assert (clip.images[11] != clip.images[12]).any(-1)[outside].mean() > 0.9
+    assert clip.config["cuts"] == [12, 20] and clip.config["face_absent"] == [5, 6, 7]
+    with pytest.raises(ConfigError):
+        make_synthetic_clip(model, n_frames=5, cuts=(0,))
+    with pytest.raises(ConfigError):
+        make_synthetic_clip(model, n_frames=5, face_absent=(9,))
