@@ -16,6 +16,16 @@ size, and must confirm the face (see :class:`LandmarkDetector`). Coordinates com
 ORIGINAL image (x right, y down, origin at the top-left corner of the top-left pixel).
 
 MediaPipe graphs are not thread-safe: use one :class:`LandmarkDetector` (or :class:`FaceTracker`) per thread.
+
+Why 0.10.21's solution graphs and not the Tasks API of mediapipe 1.x (measured for issue 8, 2-core machine
+shared with other jobs, one core by taskset): 1.x installs smaller and faster (venv with mediapipe alone
+622 MB in 18 s vs 1092 MB in 46 s; 327 MB less in flamefit's venv, jax/jaxlib gone) and its FaceLandmarker on
+the whole image is faster (18-26 ms vs 35 ms per image) and as accurate (68-point NME on the FFHQ references:
+median 3.39 % vs 3.29 %). But 1.x ships no model at all, so detection would need ``face_landmarker.task``, which
+no package with acceptable dependencies carries (a default install could not find a face); and without our
+search it found 0 of 10 faces of 48 px in a 1920x1080 frame and 21 of 30 faces turned by 90/180/270 degrees
+(this module: 40 of 40). Blendshapes use the Tasks API of 0.10.21 when the file is there
+(:mod:`flamefit.observe.blendshapes`).
 """
 
 from __future__ import annotations
