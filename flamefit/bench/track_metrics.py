@@ -210,3 +210,21 @@ class PeakRSS:
 
     def to_dict(self) -> dict:
         return {"peak_rss_mb": self.peak_mb, "start_rss_mb": self.start_mb, "peak_is_since_start": self.since_reset}
+
+
+def measure_decode(path, **reader_kwargs) -> dict:
+    """Decode a video with :func:`flamefit.observe.video.read_video` (``threads=1`` unless given) and report frames,
+    seconds, frames/s and the peak RSS during the decode (see :class:`PeakRSS`)."""
+    import time
+
+    from flamefit.observe.video import read_video
+
+    reader_kwargs.setdefault("threads", 1)
+    n = 0
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        for _ in read_video(path, **reader_kwargs):
+            n += 1
+        seconds = time.perf_counter() - t0
+    return {"frames": n, "seconds": seconds, "frames_per_s": n / seconds if seconds > 0 else float("nan"),
+            "threads": reader_kwargs["threads"], **mem.to_dict()}

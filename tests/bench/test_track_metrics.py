@@ -172,3 +172,16 @@ def test_peak_rss():
             np.ones(1024)
         assert small.peak_mb - small.start_mb < 60  # the earlier 150 MiB does not count any more
     assert set(m.to_dict()) == {"peak_rss_mb", "start_rss_mb", "peak_is_since_start"}
+
+
+def test_measure_decode(tmp_path):
+    pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
+    from flamefit.bench.track_metrics import measure_decode
+    from flamefit.observe.video import VideoWriter
+
+    with VideoWriter(tmp_path / "v.mp4", fps=10) as w:
+        for i in range(20):
+            w.write(np.full((32, 32, 3), i * 10, np.uint8))
+    rep = measure_decode(tmp_path / "v.mp4", fps=5)
+    assert rep["frames"] == 10 and rep["threads"] == 1
+    assert rep["frames_per_s"] > 0 and rep["peak_rss_mb"] > 0
