@@ -189,10 +189,17 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The parsed TOML/YAML/JSON config file as a dict; ConfigError naming the file for anything unreadable."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing .toml/.yaml file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as "
+                          "UTF-8 TOML or YAML") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
         if path.suffix.lower() == ".toml":
             try:
@@ -203,11 +210,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         else:
             import yaml
 
-            data = yaml.safe_load(text) or {}
+            data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"cannot parse config file {path}: nested too deeply") from None
     except Exception as exc:  # noqa: BLE001 - any parse error becomes one clear message
-        raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+        first = " ".join(str(exc).split())  # one line
+        raise ConfigError(f"cannot parse config file {path}: {first}") from exc
+    if data is None:  # an empty YAML file
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of keys (e.g. `photometric:` sections) at the top "
+                          f"level, found a {type(data).__name__}")
     # A saved fit config may be wrapped as {"fit": {...}}; accept both.
-    if isinstance(data, dict) and set(data) == {"fit"}:
+    if set(data) == {"fit"}:
         data = data["fit"]
     return data
 
@@ -224,16 +239,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 
 def validate_config(cfg: FitConfig) -> None:
-    if cfg.resolution < 32:
-        raise ConfigError(f"resolution={cfg.resolution} is too small; use >= 64 (224 or 256 recommended)")
-    if cfg.texture.mode not in ("auto", "pca", "free"):
-        raise ConfigError(f"texture.mode must be 'auto', 'pca' or 'free', not {cfg.texture.mode!r}")
-    if cfg.texture.light not in ("sh9", "sh9x3"):
-        raise ConfigError(f"texture.light must be 'sh9' or 'sh9x3', not {cfg.texture.light!r}")
-    for name in ("rigid", "landmarks", "appearance", "photometric", "offset", "texture_only"):
-        stage = getattr(cfg, name)
-        if stage.iters < 0 or stage.lr <= 0:
-            raise ConfigError(f"{name}: iters must be >= 0 and lr > 0 (got {stage.iters}, {stage.lr})")
+    """Raise one :class:`ConfigError` naming every invalid key, its value and the allowed range, before any work.
+
+    The walk is generic (:mod:`flamefit.fit.config_check`): every number finite, ranges from the key's name
+    (``*lr*`` > 0, ``weights.*`` >= 0, ``*iters*`` in [0, 100000], ``n_*`` >= 0 ...), known enums checked. A new
+    field is covered by its name; add a specific rule or enum in config_check.RULES / ENUMS when it needs one.
+    """
+    from flamefit.fit.config_check import check_config
+
+    check_config(cfg)
 
 
 def save_config(cfg: FitConfig, path: str | Path) -> Path:
