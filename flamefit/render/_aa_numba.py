@@ -93,6 +93,9 @@ def find_pairs(verts, faces, nbr, tri, zbuf):
                     hi = max(xa, xb)
                     n_lines = W
                     n_along = H
+                # clamped before rounding: same lines, no float->int overflow for huge coordinates
+                lo = min(max(lo, -1.0), n_lines + 1.0)
+                hi = min(max(hi, -1.0), n_lines + 1.0)
                 j0 = max(math.ceil(lo - 0.5), 0.0)
                 j1 = min(math.ceil(hi - 0.5) - 1.0, n_lines - 1.0)  # line centres in [lo, hi)
                 for jf in range(int(j0), int(j1) + 1):
@@ -103,10 +106,10 @@ def find_pairs(verts, faces, nbr, tri, zbuf):
                     else:
                         r = (cen - xa) / (xb - xa)
                         c = ya + (cen - xa) * (yb - ya) / (xb - xa)
-                    ifl = math.floor(c - 0.5)  # pixel centres i + 0.5 <= c < i + 1.5
-                    if not (ifl >= 0.0 and ifl + 1.0 < n_along):
+                    cf = c - 0.5  # pixel centres i + 0.5 <= c < i + 1.5 with 0 <= i and i + 1 < n_along
+                    if not (cf >= 0.0 and cf < n_along - 1.0):  # (tested as floats: also false for NaN)
                         continue
-                    i = int(ifl)
+                    i = int(math.floor(cf))
                     up = i + 1.5
                     if steep:
                         e_hi = (xb - xa) * (cen - ya) - (yb - ya) * (up - xa)

@@ -76,10 +76,12 @@ def _setup(verts, faces, H, W, perspective, P, bbox, n_per_band, band_rows):
             area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
             if area == 0.0:
                 continue
-            cx0 = max(math.ceil(min(x0, min(x1, x2)) - 0.5), 0)
-            cx1 = min(math.floor(max(x0, max(x1, x2)) - 0.5), W - 1)
-            cy0 = max(math.ceil(min(y0, min(y1, y2)) - 0.5), 0)
-            cy1 = min(math.floor(max(y0, max(y1, y2)) - 0.5), H - 1)
+            # clamp to just outside the image before rounding to integers: same boxes, and no float->int
+            # overflow (undefined) for huge coordinates
+            cx0 = max(math.ceil(min(max(min(x0, min(x1, x2)), -1.0), W + 1.0) - 0.5), 0)
+            cx1 = min(math.floor(max(min(max(x0, max(x1, x2)), W + 1.0), -1.0) - 0.5), W - 1)
+            cy0 = max(math.ceil(min(max(min(y0, min(y1, y2)), -1.0), H + 1.0) - 0.5), 0)
+            cy1 = min(math.floor(max(min(max(y0, max(y1, y2)), H + 1.0), -1.0) - 0.5), H - 1)
             if cx1 < cx0 or cy1 < cy0:
                 continue
             bbox[b, f, 0] = cx0

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from flamefit.render._backend import numba_available
+from flamefit.render._backend import check_faces, check_float, check_frags_faces, numba_available
 from flamefit.render.rasterize import Fragments, _gather_cols, _scatter_cols
 
 # ------------------------------------------------------------------------------------------ topology
@@ -173,13 +173,27 @@ def _find_pairs_torch(verts_px: torch.Tensor, faces: torch.Tensor, nbr: torch.Te
     return (pp[sel], qq[sel], b_[sel] * V + va[e][sel], b_[sel] * V + vb[e][sel], axis[sel].to(torch.int64))
 
 
+def _check_aa_inputs(frags: Fragments, verts_px: torch.Tensor, faces: torch.Tensor) -> None:
+    check_float(verts_px, "verts_px")
+    if verts_px.dim() != 3 or verts_px.shape[-1] != 3 or verts_px.shape[0] != frags.batch:
+        raise ValueError(f"verts_px must be (B,V,3) with B = {frags.batch} as rasterized, got "
+                         f"{tuple(verts_px.shape)}")
+    check_faces(faces, verts_px.shape[1], of="verts_px")
+    check_frags_faces(frags, faces)
+
+
 def silhouette_pairs(frags: Fragments, verts_px: torch.Tensor, faces: torch.Tensor, *, backend: str = "auto"):
     """The pixel pairs that anti-aliasing blends (not differentiable).
 
     Returns ``(front_pix, back_pix, edge_a, edge_b, axis)``: (K,) int64 tensors; pixels are flat indices into
     B*H*W, edge vertices are ``b * V + v`` indices into ``verts_px.reshape(-1, 3)``, axis 0 = horizontal pair.
     """
-    faces = faces.to(device=verts_px.device, dtype=torch.int64)
+    _check_aa_inputs(frags, verts_px, faces)
+    return _silhouette_pairs(frags, verts_px, faces.to(device=verts_px.device, dtype=torch.int64), backend)
+
+
+def _silhouette_pairs(frags: Fragments, verts_px: torch.Tensor, faces: torch.Tensor, backend: str):
+    """:func:`silhouette_pairs` for checked inputs (faces int64 in [0, V) on verts_px's device, B as rasterized)."""
     nbr = mesh_edge_neighbours(faces)
     if backend == "auto":
         backend = "numba" if verts_px.device.type == "cpu" and numba_available() else "torch"
@@ -219,9 +233,14 @@ def antialias(color: torch.Tensor, frags: Fragments, verts_px: torch.Tensor, fac
     Differentiable w.r.t. ``color`` and ``verts_px`` (B,V,3) (only x, y matter). ``pairs`` lets a caller reuse
     the output of :func:`silhouette_pairs` for several images of the same rasterization.
     """
+    if color.dim() != 4 or tuple(color.shape[:3]) != (frags.batch, frags.height, frags.width):
+        raise ValueError(f"color must be ({frags.batch},{frags.height},{frags.width},C) like the fragments, got "
+                         f"{tuple(color.shape)}")
     B, H, W, C = color.shape
     if pairs is None:
         pairs = silhouette_pairs(frags, verts_px, faces, backend=backend)
+    else:
+        _check_aa_inputs(frags, verts_px, faces)
     if pairs[0].numel() == 0:
         return color
     geo = pair_geometry(pairs, H, W, verts_px.dtype)

@@ -32,6 +32,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from flamefit.render._backend import check_image_size
+
 # diag(1, -1, -1): turns OpenCV camera axes into OpenGL camera axes and back (it is its own inverse).
 _CV_GL_FLIP = (1.0, -1.0, -1.0)
 
@@ -59,6 +61,21 @@ def project_points(points_cam: torch.Tensor, K: torch.Tensor, min_depth_m: float
     fx, s, cx = K[..., 0, 0, None], K[..., 0, 1, None], K[..., 0, 2, None]
     fy, cy = K[..., 1, 1, None], K[..., 1, 2, None]
     return torch.stack([fx * x + s * y + cx, fy * y + cy], dim=-1)
+
+
+def _check_size(height, width) -> tuple[int, int]:
+    return check_image_size(height, width, "camera")
+
+
+def _check_finite(what: str, **tensors: torch.Tensor) -> None:
+    """ValueError naming the first tensor that is not a finite float tensor of the right trailing shape."""
+    for name, (t, tail) in tensors.items():
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise ValueError(f"{what}: {name} must be a float tensor, got {type(t).__name__}")
+        if tuple(t.shape[len(t.shape) - len(tail):]) != tail or t.dim() < len(tail):
+            raise ValueError(f"{what}: {name} must be (B,{','.join(map(str, tail))}), got {tuple(t.shape)}")
+        if not bool(torch.isfinite(t.detach()).all()):
+            raise ValueError(f"{what}: {name} holds NaN or inf")
 
 
 def _flip_like(x: torch.Tensor) -> torch.Tensor:
@@ -91,6 +108,15 @@ class PerspectiveCamera:
     width: int
 
     is_perspective = True
+
+    def __post_init__(self) -> None:
+        # absurd cameras fail here, with what is wrong, instead of as inf/NaN pixels or a crash later
+        self.height, self.width = _check_size(self.height, self.width)
+        _check_finite("PerspectiveCamera", K=(self.K, (3, 3)), R=(self.R, (3, 3)), t=(self.t, (3,)))
+        f = torch.stack([self.K[..., 0, 0], self.K[..., 1, 1]]).detach()
+        if not bool((f > 0).all()):
+            raise ValueError(f"PerspectiveCamera: focal lengths fx, fy (pixels) must be > 0, got "
+                             f"{f.flatten().tolist()[:8]}")
 
     def transform(self, points: torch.Tensor) -> torch.Tensor:
         """World (B,N,3) -> camera frame (B,N,3), metres."""
@@ -137,6 +163,16 @@ class OrthographicCamera:
     width: int
 
     is_perspective = False
+
+    def __post_init__(self) -> None:
+        self.height, self.width = _check_size(self.height, self.width)
+        _check_finite("OrthographicCamera", R=(self.R, (3, 3)), translation=(self.translation, (2,)))
+        if not isinstance(self.scale, torch.Tensor) or not self.scale.is_floating_point():
+            raise ValueError(f"OrthographicCamera: scale must be a float tensor, got {type(self.scale).__name__}")
+        sc = self.scale.detach()
+        if not bool((torch.isfinite(sc) & (sc > 0)).all()):
+            raise ValueError(f"OrthographicCamera: scale (pixels per metre) must be finite and > 0, got "
+                             f"{sc.flatten().tolist()[:8]}")
 
     def transform(self, points: torch.Tensor) -> torch.Tensor:
         """World (B,N,3) -> rotated camera frame (B,N,3), metres (no translation)."""
@@ -194,6 +230,9 @@ def intrinsics_to_opengl_projection(K: torch.Tensor, height: int, width: int, ne
     Clip -> NDC maps x_ndc = 2 x_px / width - 1 and y_ndc = 1 - 2 y_px / height (NDC y up, pixel y down), with
     pixel coordinates in this library's convention (centres at +0.5), and z to [-1, 1] between near and far.
     """
+    height, width = _check_size(height, width)
+    if not (0.0 < near < far < math.inf):
+        raise ValueError(f"OpenGL projection needs 0 < near < far < inf, got near={near!r}, far={far!r}")
     fx, s, cx = K[..., 0, 0], K[..., 0, 1], K[..., 0, 2]
     fy, cy = K[..., 1, 1], K[..., 1, 2]
     P = torch.zeros(K.shape[:-2] + (4, 4), dtype=K.dtype, device=K.device)
@@ -227,8 +266,14 @@ def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = N
     """
     if up is None:
         up = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
-    z = torch.nn.functional.normalize(target - eye, dim=-1)
-    x = torch.nn.functional.normalize(torch.cross(z, up, dim=-1), dim=-1)
+    d = target - eye
+    z = torch.nn.functional.normalize(d, dim=-1)
+    side = torch.cross(z, up, dim=-1)
+    # a camera needs a direction to look in and an up that is not along it
+    ok = torch.isfinite(d).all() & (d.norm(dim=-1) > 0).all() & (side.norm(dim=-1) > 1e-9).all()
+    if not bool(ok):
+        raise ValueError("look_at needs finite eye != target and an up direction not parallel to target - eye")
+    x = torch.nn.functional.normalize(side, dim=-1)
     y = torch.cross(z, x, dim=-1)  # points down in the image because up is "not y"
     R = torch.stack([x, y, z], dim=-2)
     t = -torch.matmul(R, eye.unsqueeze(-1)).squeeze(-1)
@@ -238,13 +283,20 @@ def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = N
 def camera_from_fov(fov_y_rad: float, height: int, width: int, R: torch.Tensor | None = None,
                     t: torch.Tensor | None = None, batch: int = 1, dtype: torch.dtype = torch.float32,
                     device: torch.device | str | None = None) -> PerspectiveCamera:
-    """Centred pinhole camera with vertical field of view ``fov_y_rad`` and square pixels.
+    """Centred pinhole camera with vertical field of view ``fov_y_rad`` in (0, pi) and square pixels.
 
     R, t default to identity / zero (camera at the origin looking down +z); when given they set B, dtype, device.
     """
+    height, width = _check_size(height, width)
+    try:
+        fov_ok = 0.0 < float(fov_y_rad) < math.pi
+    except (TypeError, ValueError):
+        fov_ok = False
+    if not fov_ok:
+        raise ValueError(f"field of view must be in (0, pi) radians, i.e. (0, 180) degrees, got {fov_y_rad!r}")
     if R is not None:
         batch, dtype, device = R.shape[0], R.dtype, R.device
-    f = 0.5 * height / math.tan(0.5 * fov_y_rad)
+    f = 0.5 * height / math.tan(0.5 * float(fov_y_rad))
     K = torch.tensor([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]], dtype=dtype, device=device)
     K = K.expand(batch, 3, 3).clone()
     if R is None:

@@ -13,13 +13,25 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from flamefit.render._backend import numba_for
+from flamefit.render._backend import check_faces, check_float, check_frags_faces, numba_for
 from flamefit.render.rasterize import Fragments
 
 
 def interpolate_t(attr: torch.Tensor, faces: torch.Tensor, frags: Fragments) -> torch.Tensor:
-    """Packed, structure-of-arrays result (C,N) (the fastest form to keep computing on)."""
-    faces = faces.to(device=frags.pix.device, dtype=torch.int64)
+    """Packed, structure-of-arrays result (C,N) (the fastest form to keep computing on).
+
+    ``faces`` (F,3) index the rows of ``attr`` (ValueError unless in [0, V)) and must be as many as were
+    rasterized (triangle ids index them). NaN/inf attributes interpolate to NaN/inf (no check)."""
+    check_float(attr, "attribute")
+    if attr.dim() not in (2, 3) or attr.shape[-1] < 1:
+        raise ValueError(f"attribute must be (B,V,C) or (V,C) with C >= 1, got {tuple(attr.shape)}")
+    faces = check_faces(faces, attr.shape[-2], of="the attribute's rows (V)").to(device=frags.pix.device)
+    check_frags_faces(frags, faces)
+    return _interpolate_t(attr, faces, frags)
+
+
+def _interpolate_t(attr: torch.Tensor, faces: torch.Tensor, frags: Fragments) -> torch.Tensor:
+    """:func:`interpolate_t` for checked faces (int64 in [0, V), as many as rasterized, on the frags' device)."""
     vidx = faces.t().index_select(1, frags.pix_tri)  # (3,N)
     if attr.dim() == 3 and attr.shape[0] == 1:
         attr = attr[0]
@@ -28,8 +40,6 @@ def interpolate_t(attr: torch.Tensor, faces: torch.Tensor, frags: Fragments) -> 
             raise ValueError(f"attribute batch {attr.shape[0]} does not match the rasterized batch {frags.batch}")
         vidx = vidx + frags.pix_batch * attr.shape[1]
         attr = attr.reshape(-1, attr.shape[-1])
-    elif attr.dim() != 2:
-        raise ValueError(f"attribute must be (B,V,C) or (V,C), got {tuple(attr.shape)}")
     return Interpolate.apply(attr, vidx, frags.pix_bary_t.to(attr.dtype))
 
 

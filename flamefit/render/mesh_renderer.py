@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import torch
 
-from flamefit.render.antialias import Composite, pair_geometry, silhouette_pairs
-from flamefit.render.interpolate import interpolate_t
-from flamefit.render.rasterize import Fragments, rasterize
-from flamefit.render.shade import sh_shading_packed, vertex_normals
+from flamefit.render._backend import check_faces, check_float, check_image_size
+from flamefit.render.antialias import Composite, _silhouette_pairs, pair_geometry
+from flamefit.render.interpolate import _interpolate_t
+from flamefit.render.rasterize import Fragments, _rasterize
+from flamefit.render.shade import _vertex_normals, sh_shading_packed
 from flamefit.render.texture import texture_packed_t
 from flamefit.render.visibility import vertex_visibility
 
@@ -59,7 +60,7 @@ class RenderOutput:
     def normals(self) -> torch.Tensor:
         n = self._normals_raw
         if n is None:
-            n = interpolate_t(vertex_normals(self._verts_cam, self.faces), self.faces, self.frags)
+            n = _interpolate_t(_vertex_normals(self._verts_cam, self.faces), self.faces, self.frags)
         return self.frags.unpack_t(_normalize_t(n))
 
     @functools.cached_property
@@ -93,7 +94,7 @@ def render_mesh(verts_world: torch.Tensor, faces: torch.Tensor, camera, *, albed
 
     Args:
         verts_world: (B,V,3) metres.
-        faces: (F,3) int64.
+        faces: (F,3) int64, in [0, V).
         camera: :class:`PerspectiveCamera` or :class:`OrthographicCamera` (its height/width set the image size).
         albedo: per-vertex colours (B,V,3) or (V,3), 0..1; white when neither albedo nor texture is given.
         texture: ``(tex (B,Ht,Wt,3) or (Ht,Wt,3), vt (T,2), ft (F,3))``, UV convention of ``texture.py``.
@@ -105,28 +106,45 @@ def render_mesh(verts_world: torch.Tensor, faces: torch.Tensor, camera, *, albed
     """
     if albedo is not None and texture is not None:
         raise ValueError("give either albedo (per-vertex colours) or texture=(tex, vt, ft), not both")
+    check_float(verts_world, "verts_world")
+    if verts_world.dim() != 3 or verts_world.shape[-1] != 3:
+        raise ValueError(f"verts_world must be (B,V,3), got {tuple(verts_world.shape)}")
     B, V, _ = verts_world.shape
-    H, W = camera.height, camera.width
-    faces = faces.to(device=verts_world.device, dtype=torch.int64)
+    H, W = check_image_size(camera.height, camera.width, "camera")
+    # every check once, here, before any work; the internal ops below then skip theirs
+    faces = check_faces(faces, V, of="verts_world").to(device=verts_world.device)
+    if albedo is not None and (albedo.dim() not in (2, 3) or albedo.shape[-2] != V):
+        raise ValueError(f"albedo must be per-vertex colours (B,V,C) or (V,C) with V = {V}, got "
+                         f"{tuple(albedo.shape)}")
+    if texture is not None:
+        if not isinstance(texture, (tuple, list)) or len(texture) != 3:
+            raise ValueError("texture must be a tuple (tex, vt, ft)")
+        _, vt, ft = texture
+        if vt.dim() not in (2, 3) or vt.shape[-1] != 2:
+            raise ValueError(f"texture vt must be (T,2) or (B,T,2) UV coordinates, got {tuple(vt.shape)}")
+        ft = check_faces(ft, vt.shape[-2], "texture ft", of="vt").to(device=verts_world.device)
+        if ft.shape != faces.shape:
+            raise ValueError(f"texture ft must have one UV face per face, (F,3) = {tuple(faces.shape)}, got "
+                             f"{tuple(ft.shape)}")
     verts_cam = camera.transform(verts_world)
     verts_px = camera.project_camera_points(verts_cam)
-    frags = rasterize(verts_px, faces, H, W, perspective_correct=camera.is_perspective, backend=backend)
+    frags = _rasterize(verts_px, faces, H, W, camera.is_perspective, backend)
 
     # one gather for everything per-vertex; per-pixel values are (C,N) "structure of arrays"
     cols = []
     if albedo is not None:
         cols.append(albedo.to(verts_world.dtype).expand(B, V, albedo.shape[-1]))
     if sh is not None:
-        cols.append(vertex_normals(verts_cam, faces))
+        cols.append(_vertex_normals(verts_cam, faces))
     normals_raw = None
     uv_t = None
     if cols:
-        per_pix = interpolate_t(torch.cat(cols, -1) if len(cols) > 1 else cols[0], faces, frags)
+        per_pix = _interpolate_t(torch.cat(cols, -1) if len(cols) > 1 else cols[0], faces, frags)
     if albedo is not None:
         color = per_pix[: albedo.shape[-1]]
     elif texture is not None:
-        tex, vt, ft = texture
-        uv_t = interpolate_t(vt.to(verts_world.dtype), ft, frags)
+        tex, vt, _ = texture
+        uv_t = _interpolate_t(vt.to(verts_world.dtype), ft, frags)
         color = texture_packed_t(tex.to(verts_world.dtype), uv_t, frags.pix_batch, mode=texture_mode)
     else:
         color = verts_world.new_ones(3, frags.pix.shape[0])
@@ -139,7 +157,7 @@ def render_mesh(verts_world: torch.Tensor, faces: torch.Tensor, camera, *, albed
     P = B * H * W
     base = _background_rows(background, B, H, W, verts_world)
     if antialias:
-        geo = pair_geometry(silhouette_pairs(frags, verts_px, faces, backend=backend), H, W, verts_px.dtype)
+        geo = pair_geometry(_silhouette_pairs(frags, verts_px, faces, backend), H, W, verts_px.dtype)
     else:
         empty = frags.pix[:0]
         geo = (empty, empty, empty, empty, empty.bool(), verts_px.new_zeros(0), verts_px.new_zeros(0),

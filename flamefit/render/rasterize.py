@@ -31,7 +31,16 @@ from dataclasses import dataclass
 import torch
 from torch.autograd.function import once_differentiable
 
-from flamefit.render._backend import corner_index, gather_corners, numba_available, numba_for, scatter_corners
+from flamefit.render._backend import (
+    check_faces,
+    check_float,
+    check_image_size,
+    corner_index,
+    gather_corners,
+    numba_available,
+    numba_for,
+    scatter_corners,
+)
 
 _INT64_MAX = torch.iinfo(torch.int64).max
 
@@ -67,6 +76,7 @@ class Fragments:
     perspective_correct: bool
     _tri_image: torch.Tensor | None = None
     _zbuf: torch.Tensor | None = None
+    num_faces: int | None = None  # F of the rasterized faces (ops given faces with these fragments check it)
 
     @property
     def num_pixels(self) -> int:
@@ -116,6 +126,7 @@ class Fragments:
     def unpack(self, values: torch.Tensor, background: torch.Tensor | float = 0.0) -> torch.Tensor:
         """Packed (N,...) values -> full (B,H,W,...) image; background pixels get ``background``
         (a scalar, or a tensor broadcastable to (B,H,W,...)). Differentiable w.r.t. both."""
+        self._check_packed(values.shape[0] if values.dim() else -1, "values (N,...)")
         tail = values.shape[1:]
         shape = (self.batch, self.height, self.width) + tail
         if isinstance(background, torch.Tensor):
@@ -126,6 +137,9 @@ class Fragments:
 
     def unpack_t(self, values_t: torch.Tensor, background: torch.Tensor | float = 0.0) -> torch.Tensor:
         """Packed (C,N) values -> (B,H,W,C) image (faster than ``unpack(values_t.t())``)."""
+        if values_t.dim() != 2:
+            raise ValueError(f"values_t must be (C,N), got {tuple(values_t.shape)}")
+        self._check_packed(values_t.shape[1], "values_t (C,N)")
         C = values_t.shape[0]
         shape = (self.batch, self.height, self.width, C)
         if isinstance(background, torch.Tensor):
@@ -134,8 +148,15 @@ class Fragments:
             base = values_t.new_full((self.num_pixels, C), float(background))
         return Unpack.apply(values_t, self.pix, base).view(shape)
 
+    def _check_packed(self, n: int, what: str) -> None:
+        if n != self.pix.shape[0]:
+            raise ValueError(f"{what} has {n} pixels but the fragments cover {self.pix.shape[0]}")
+
     def pack(self, image: torch.Tensor) -> torch.Tensor:
         """Full (B,H,W,...) image -> (N,...) values at the covered pixels."""
+        if tuple(image.shape[:3]) != (self.batch, self.height, self.width):
+            raise ValueError(f"image must be ({self.batch},{self.height},{self.width},...) like the fragments, "
+                             f"got {tuple(image.shape)}")
         return image.reshape((self.num_pixels,) + image.shape[3:])[self.pix]
 
 
@@ -144,15 +165,24 @@ def rasterize(verts_px: torch.Tensor, faces: torch.Tensor, height: int, width: i
     """Rasterize triangles given in pixels. See the module docstring.
 
     Args:
-        verts_px: (B,V,3) ``(x_px, y_px, depth)``; float32 or float64.
-        faces: (F,3) int64 (any integer dtype is accepted).
-        height, width: output size in pixels.
+        verts_px: (B,V,3) ``(x_px, y_px, depth)``; float32 or float64. A face with a NaN/inf vertex covers no
+            pixel; finite coordinates of any size are safe (clipped to the image).
+        faces: (F,3) int64 (any integer dtype is accepted), indices in [0, V) (ValueError otherwise).
+        height, width: output size in pixels, in [1, ``MAX_IMAGE_SIDE_PX``].
         perspective_correct: perspective-correct barycentrics/depth (for perspective cameras; needs depth > 0).
         backend: visibility pass: 'numba' (CPU), 'torch' (any device), or 'auto' (numba on CPU when installed).
     """
+    check_float(verts_px, "verts_px")
     if verts_px.dim() != 3 or verts_px.shape[-1] != 3:
         raise ValueError(f"verts_px must be (B,V,3), got {tuple(verts_px.shape)}")
-    faces = faces.to(device=verts_px.device, dtype=torch.int64)
+    height, width = check_image_size(height, width, "rasterize")
+    faces = check_faces(faces, verts_px.shape[1], of="verts_px").to(device=verts_px.device)
+    return _rasterize(verts_px, faces, height, width, perspective_correct, backend)
+
+
+def _rasterize(verts_px: torch.Tensor, faces: torch.Tensor, height: int, width: int, perspective_correct: bool,
+               backend: str) -> Fragments:
+    """:func:`rasterize` for checked inputs (float (B,V,3) verts, int64 faces in [0, V), sizes in range)."""
     B = verts_px.shape[0]
     if backend == "auto":
         backend = "numba" if verts_px.device.type == "cpu" and numba_available() else "torch"
@@ -181,7 +211,7 @@ def rasterize(verts_px: torch.Tensor, faces: torch.Tensor, height: int, width: i
     bary_t, depth = _barycentrics(verts_px, faces, pix_tri, pix_batch, pix_x, pix_y, perspective_correct)
     return Fragments(pix=pix, pix_tri=pix_tri, pix_batch=pix_batch, pix_x=pix_x, pix_y=pix_y, pix_bary_t=bary_t,
                      pix_depth=depth, batch=B, height=height, width=width, perspective_correct=perspective_correct,
-                     _tri_image=tri_img, _zbuf=zbuf)
+                     _tri_image=tri_img, _zbuf=zbuf, num_faces=int(faces.shape[0]))
 
 
 # ------------------------------------------------------------------------------------------ barycentrics

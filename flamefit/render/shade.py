@@ -20,7 +20,15 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from flamefit.render._backend import SH_CONSTANTS, corner_index, gather_corners, numba_for, scatter_corners
+from flamefit.render._backend import (
+    SH_CONSTANTS,
+    check_faces,
+    check_float,
+    corner_index,
+    gather_corners,
+    numba_for,
+    scatter_corners,
+)
 
 
 def _face_corners(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -41,9 +49,18 @@ def face_normals(verts: torch.Tensor, faces: torch.Tensor, *, normalize: bool = 
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted vertex normals (B,V,3), unit length (zero for unused vertices)."""
+    """Area-weighted vertex normals (B,V,3), unit length (zero for unused vertices; NaN next to a NaN/inf
+    vertex). ``faces`` (F,3) in [0, V), else ValueError."""
+    check_float(verts, "verts")
+    if verts.dim() != 3 or verts.shape[-1] != 3:
+        raise ValueError(f"verts must be (B,V,3), got {tuple(verts.shape)}")
     B, V, _ = verts.shape
-    faces = faces.to(device=verts.device, dtype=torch.int64)
+    return _vertex_normals(verts, check_faces(faces, V, of="verts").to(device=verts.device))
+
+
+def _vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """:func:`vertex_normals` for checked inputs (faces int64 in [0, V), on verts' device)."""
+    B, V, _ = verts.shape
     return VertexNormals.apply(verts, corner_index(faces, B, V), faces).view(B, V, 3)
 
 
@@ -80,9 +97,18 @@ def sh_shading_packed(normals: torch.Tensor, sh: torch.Tensor, counts: list[int]
     """Packed, structure-of-arrays variant: unit normals (3,N) whose pixels are grouped by image with
     ``counts[b]`` pixels for image b (``frags.counts``), sh (B,9) or (B,9,C) -> (C,N). ``batch_index`` (N,)
     (``frags.pix_batch``) is derived from ``counts`` when not given."""
+    check_float(normals, "normals")
+    if normals.dim() != 2 or normals.shape[0] != 3:
+        raise ValueError(f"normals must be (3,N), got {tuple(normals.shape)}")
     sh = _as_sh9c(sh).to(normals.dtype)
+    counts = [int(c) for c in counts]
+    if not counts or min(counts) < 0 or sum(counts) != normals.shape[1]:
+        raise ValueError(f"counts must be one non-negative pixel count per image summing to N = "
+                         f"{normals.shape[1]}, got {len(counts)} counts summing to {sum(counts)}")
     if sh.shape[0] > 1 and len(counts) != sh.shape[0]:
         raise ValueError(f"sh has {sh.shape[0]} images but the pixels come from {len(counts)}")
+    if sh.shape[-1] < 1:
+        raise ValueError(f"sh must have at least one colour channel, got {tuple(sh.shape)}")
     if batch_index is None:
         batch_index = torch.repeat_interleave(torch.arange(len(counts), device=normals.device),
                                               torch.tensor(counts, device=normals.device))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from flamefit.render._backend import numba_for
+from flamefit.render._backend import MAX_ABS_UV, check_float, check_index, numba_for
 
 
 def _sample_packed(tex: torch.Tensor, uv: torch.Tensor, bidx: torch.Tensor | None, mode: str) -> torch.Tensor:
@@ -79,10 +79,29 @@ def texture_packed(tex: torch.Tensor, uv: torch.Tensor, batch_index: torch.Tenso
 
 def texture_packed_t(tex: torch.Tensor, uv_t: torch.Tensor, batch_index: torch.Tensor, *, mode: str = "clamp"
                      ) -> torch.Tensor:
-    """Structure-of-arrays lookup: ``uv_t`` (2,N) -> (C,N); numba kernels on CPU, torch elsewhere."""
+    """Structure-of-arrays lookup: ``uv_t`` (2,N) -> (C,N); numba kernels on CPU, torch elsewhere.
+
+    ValueError for a texture with a zero size, ``uv_t`` not (2,N), non-finite or absurd (beyond
+    ``MAX_ABS_UV``) uvs, or a ``batch_index`` outside the texture batch."""
     if mode not in ("clamp", "wrap"):
         raise ValueError(f"texture mode must be 'clamp' or 'wrap', got {mode!r}")
+    check_float(tex, "texture")
+    if tex.dim() not in (3, 4) or min(tex.shape) < 1:
+        raise ValueError(f"texture must be (B,Ht,Wt,C) or (Ht,Wt,C) with every size >= 1, got {tuple(tex.shape)}")
     tex4 = tex if tex.dim() == 4 else tex.unsqueeze(0)
+    if uv_t.dim() != 2 or uv_t.shape[0] != 2:
+        raise ValueError(f"uv_t must be (2,N) (u and v rows), got {tuple(uv_t.shape)}; a UV layout vt is (T,2)")
+    check_float(uv_t, "uv")
+    N = uv_t.shape[1]
+    if N:
+        # one reduction: NaN and inf propagate into the max, so this also rejects non-finite uvs (their texel
+        # index would be undefined)
+        if not bool(uv_t.detach().abs().amax() <= MAX_ABS_UV):
+            raise ValueError(f"uv holds NaN, inf or values beyond +-{MAX_ABS_UV:g} (a UV layout lies in [0, 1])")
+    if batch_index.shape != (N,):
+        raise ValueError(f"batch_index must be (N,) = ({N},), got {tuple(batch_index.shape)}")
+    if tex4.shape[0] > 1:
+        check_index(batch_index, tex4.shape[0], "batch_index", "the texture batch")
     if numba_for(tex4) and uv_t.dtype == tex4.dtype:
         return TextureSample.apply(tex4, uv_t, batch_index, mode == "wrap")
     return _sample_packed(tex, uv_t.t(), batch_index, mode).t()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from flamefit.render._backend import check_faces, check_frags_faces
 from flamefit.render.rasterize import Fragments
 
 
@@ -19,7 +20,8 @@ def vertex_visibility(frags: Fragments, faces: torch.Tensor, num_verts: int, ver
     """-> (B,V) bool."""
     B, H, W = frags.batch, frags.height, frags.width
     dev = frags.pix.device
-    faces = faces.to(device=dev, dtype=torch.int64)
+    faces = check_faces(faces, num_verts, of="the mesh (num_verts)").to(device=dev)
+    check_frags_faces(frags, faces)
     vis = torch.zeros(B * num_verts, dtype=torch.bool, device=dev)
     used = faces.index_select(0, frags.pix_tri) + (frags.pix_batch * num_verts).unsqueeze(1)
     vis[used.reshape(-1)] = True
