@@ -6,7 +6,7 @@ item it was working on, which is retried ``spec.retries`` times on a fresh worke
 A worker whose ``setup()`` fails stops the run with that error (it would fail every item the same way).
 
 - :class:`InProcessExecutor`: one worker in this process (no isolation from crashes; stage-level progress).
-- :class:`PoolExecutor`: N worker processes started with ``spawn`` (torch is not fork-safe), ``spec.threads``
+- :class:`PoolExecutor`: N worker processes (``forkserver``/``spawn``: torch is not fork-safe), ``spec.threads``
   torch threads each (1 by default), one item at a time per worker.
 - :class:`RayExecutor`: N Ray actors (1 CPU each) on a local Ray started here, on a cluster
   (``address``), or on a Ray that is already initialised (tests).
@@ -116,21 +116,28 @@ class _Slot:
 
 
 class PoolExecutor:
-    """``workers`` local processes (``spawn`` start method by default; ``forkserver`` also works on POSIX)."""
+    """``workers`` local processes (``forkserver`` start method where available, else ``spawn``; never
+    ``fork``: torch's thread pools do not survive it)."""
 
-    def __init__(self, workers: int, start_method: str = "spawn", on_dispatch: Callable[[Item], None] | None = None):
+    def __init__(self, workers: int, start_method: str | None = None,
+                 on_dispatch: Callable[[Item], None] | None = None):
         if workers < 1:
             raise ConfigError(f"--workers {workers}: need at least 1 worker")
         if start_method == "fork":
             raise ConfigError("the fork start method is unsafe with torch; use spawn or forkserver")
         self.workers = workers
-        self.start_method = start_method
+        # forkserver where there is one: workers fork from a clean server that never ran torch (safe, and a
+        # replacement for a dead worker starts fast); spawn elsewhere
+        self.start_method = start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods()
+                                             else "spawn")
         self.on_dispatch = on_dispatch
 
     def run(self, spec: RunSpec, items: Sequence[Item], on_record: OnRecord) -> None:
         if not items:
             return
         ctx = mp.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            ctx.set_forkserver_preload(["flamefit.run.executors"])
         spec_json = spec.to_json()
         pending = collections.deque((item, 1) for item in items)
         n_left = len(items)
@@ -145,7 +152,8 @@ class PoolExecutor:
                             self.on_dispatch(slot.task[0])
                 waitables = [s.conn for s in slots] + [s.proc.sentinel for s in slots]
                 ready = set(mp_wait(waitables))
-                for i, slot in enumerate(list(slots)):
+                alive = []
+                for slot in slots:
                     if slot.conn in ready:
                         try:
                             msg = slot.conn.recv()
@@ -160,21 +168,26 @@ class PoolExecutor:
                                 slot.task = None
                                 n_left -= 1
                                 on_record(Record.from_dict(msg[1]))
+                            alive.append(slot)
                             continue
-                    if slot.proc.sentinel in ready or not slot.proc.is_alive():
-                        slot.proc.join(1)
-                        if not slot.ready:
-                            raise FlamefitError(f"a worker process died while starting (exit code "
-                                                f"{slot.proc.exitcode}); run with --workers 0 to see why")
-                        if slot.task is not None:
-                            item, attempt = slot.task
-                            if attempt <= spec.retries:
-                                pending.appendleft((item, attempt + 1))
-                            else:
-                                n_left -= 1
-                                on_record(_died(item, f"died (exit code {slot.proc.exitcode})", attempt))
-                        slot.conn.close()
-                        slots[i] = _Slot(ctx, spec_json)  # a fresh worker takes its place
+                    if slot.proc.sentinel not in ready and slot.proc.is_alive():
+                        alive.append(slot)
+                        continue
+                    slot.proc.join(1)
+                    if not slot.ready:
+                        raise FlamefitError(f"a worker process died while starting (exit code "
+                                            f"{slot.proc.exitcode}); run with --workers 0 to see why")
+                    if slot.task is not None:
+                        item, attempt = slot.task
+                        if attempt <= spec.retries:
+                            pending.appendleft((item, attempt + 1))
+                        else:
+                            n_left -= 1
+                            on_record(_died(item, f"died (exit code {slot.proc.exitcode})", attempt))
+                    slot.conn.close()
+                    if len(pending) > sum(s.task is None for s in alive):
+                        alive.append(_Slot(ctx, spec_json))  # a fresh worker takes its place
+                slots = alive
         finally:
             for slot in slots:
                 slot.stop()

@@ -7,19 +7,18 @@ width and the live bar stays below the log. stdout is left to machine-readable o
 
 from __future__ import annotations
 
-import sys
-
 from flamefit.run.worker import FAILED, OK, SKIPPED, Record, one_line
 
 
 class Reporter:
     """Item bar (+ a stage bar when the run is in-process) and one line per item on ``file`` (stderr)."""
 
-    def __init__(self, enabled: bool = True, label: str = "images", file=None, show_ok: bool = True,
+    def __init__(self, enabled: bool = True, label: str = "images", console=None, show_ok: bool = True,
                  show_skipped: bool = True):
         from rich.console import Console
 
-        self.console = Console(file=file, stderr=file is None, soft_wrap=True, highlight=False)
+        # stderr resolved at print time (so redirections and pytest's capture see it)
+        self.console = console or Console(stderr=True, soft_wrap=True, highlight=False)
         self.enabled = enabled
         self.label = label
         self.show_ok = show_ok
@@ -51,11 +50,7 @@ class Reporter:
 
     def line(self, text: str) -> None:
         """One line, never wrapped (soft wrap), never markup-interpreted."""
-        text = one_line(text)
-        if self.bar is not None or self.console.file is not sys.__stderr__:
-            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
-        else:
-            print(text, file=self.console.file, flush=True)
+        self.console.print(one_line(text), markup=False, highlight=False, soft_wrap=True, crop=False)
 
     def stage(self, name: str, stage: str, i: int, n: int) -> None:
         if self.bar is not None:

@@ -90,25 +90,30 @@ def resolve_cache_dir() -> str | None:
     return str(Path(env).expanduser().resolve()) if env else None
 
 
+# variables a worker keeps: they change logging only, never a result
+_KEEP_ENV = ("FLAMEFIT_MEDIAPIPE_LOGS",)
+
+
 def pin_environment(spec: RunSpec) -> None:
     """In a WORKER process: make the library's resolvers see exactly the spec's assets and nothing else.
 
-    Each asset variable is set to the resolved path or removed; the config file and the data directory point to
-    paths that do not exist, so nothing of the worker machine's user configuration leaks into the run."""
-    from flamefit.model.files import ASSETS
+    Every other ``FLAMEFIT_*`` variable is removed; each asset variable is set to the spec's path; the config
+    file and the data directory point to paths that do not exist, so nothing of the worker machine's user
+    configuration leaks into the run."""
+    for var in [v for v in os.environ if v.startswith("FLAMEFIT_") and v not in _KEEP_ENV]:
+        del os.environ[var]
+    if spec.assets:
+        from flamefit.model.files import ASSETS  # imports torch (via flamefit.model): only when there are assets
 
-    for kind, asset in ASSETS.items():
-        path = spec.assets.get(kind)
-        if path:
-            os.environ[asset.env] = path
-        else:
-            os.environ.pop(asset.env, None)
+        for kind, path in spec.assets.items():
+            if path and kind in ASSETS:
+                os.environ[ASSETS[kind].env] = path
     os.environ["FLAMEFIT_CONFIG"] = os.path.join(os.sep, "nonexistent-flamefit-worker", "config.toml")
     os.environ["FLAMEFIT_DATA_DIR"] = os.path.join(os.sep, "nonexistent-flamefit-worker", "data")
     if spec.cache_dir:
         os.environ["FLAMEFIT_CACHE_DIR"] = spec.cache_dir
-    else:
-        os.environ.pop("FLAMEFIT_CACHE_DIR", None)
+    if spec.threads is not None:  # for libraries that read it at import (OpenMP): one policy, the spec's
+        os.environ["OMP_NUM_THREADS"] = str(spec.threads)
 
 
 def config_from_dict(data: dict):
