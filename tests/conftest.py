@@ -60,6 +60,7 @@ def _isolated_user_dirs(tmp_path_factory):
         mp.setenv("FLAMEFIT_DATA_DIR", str(root / "data"))
         mp.setenv("FLAMEFIT_CACHE_DIR", str(root / "cache"))
         for var in ("FLAMEFIT_FLAME_MODEL", "FLAMEFIT_TEXTURE_SPACE", "FLAMEFIT_UV_LAYOUT",
-                    "FLAMEFIT_LANDMARKS_STATIC", "FLAMEFIT_LANDMARKS_DYNAMIC"):
+                    "FLAMEFIT_LANDMARKS_STATIC", "FLAMEFIT_LANDMARKS_DYNAMIC", "FLAMEFIT_FACE_LANDMARKER",
+                    "FLAMEFIT_NO_SHIPPED_ASSETS"):
             mp.delenv(var, raising=False)
         yield

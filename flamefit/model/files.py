@@ -9,7 +9,9 @@ Each asset kind is resolved in this order, first hit wins:
 4. the per-user data directory (``$FLAMEFIT_DATA_DIR``, else ``<user data dir>/flamefit``), under the
    file names the official downloads use;
 5. for kinds with ``bundled`` set (MediaPipe's ``face_landmarker.task``): an installed Python distribution whose
-   file list holds a file of that name, found through ``importlib.metadata`` without importing the package.
+   file list holds a file of that name, found through ``importlib.metadata`` without importing the package;
+6. then the copy shipped inside flamefit itself (``flamefit/_data``, Apache-2.0; see its README), so a plain
+   install has it.
 """
 
 from __future__ import annotations
@@ -130,8 +132,21 @@ def candidates(kind: str, explicit: str | Path | None = None) -> list[tuple[str,
     for name in asset.file_names:
         out.append(("data dir", data_dir() / name))
     if asset.bundled:
-        out += [(f"installed package {dist}", path) for dist, path in bundled_files(asset.bundled)]
+        out += [(f"installed package {dist}", path) for dist, path in bundled_files(asset.bundled)
+                if dist.lower() != "flamefit"]
+        own = shipped_file(asset.bundled)
+        if own is not None:
+            out.append(("shipped with flamefit", own))
     return out
+
+
+def shipped_file(file_name: str) -> Path | None:
+    """A data file shipped inside the flamefit package (``flamefit/_data``; see its README for provenance), or
+    None. ``$FLAMEFIT_NO_SHIPPED_ASSETS=1`` hides them (tests of the not-found paths)."""
+    if os.environ.get("FLAMEFIT_NO_SHIPPED_ASSETS"):
+        return None
+    path = Path(__file__).resolve().parent.parent / "_data" / file_name
+    return path if path.is_file() else None
 
 
 def resolve_asset(kind: str, explicit: str | Path | None = None, required: bool = True) -> Path | None:

