@@ -1,6 +1,7 @@
 """`flamefit fit` / `flamefit fit-texture` on real files (stand-in model; skipped without ../shared)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,57 +25,93 @@ def env(standin_env):
 
 @pytest.fixture(scope="module")
 def batch_run(env, shared_assets, tmp_path_factory):
-    """One run over a good image, a corrupt file and a faceless image."""
+    """One run over two good images with the same file name in two folders, a corrupt file and a faceless image."""
+    import shutil
+
     from PIL import Image
 
     tmp = tmp_path_factory.mktemp("cli")
-    good = shared_assets / "images" / "ffhq_256" / "00002.png"
+    (tmp / "a").mkdir()
+    (tmp / "b").mkdir()
+    good = Path(shutil.copy(shared_assets / "images" / "ffhq_256" / "00002.png", tmp / "a" / "face.png"))
+    other = shutil.copy(shared_assets / "images" / "ffhq_256" / "00003.png", tmp / "b" / "face.png")
     corrupt = tmp / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     faceless = tmp / "faceless.png"
     Image.fromarray((np.random.default_rng(0).uniform(0, 255, (96, 96, 3))).astype(np.uint8)).save(faceless)
     out = tmp / "out"
-    rc = main(["fit", str(good), str(corrupt), str(faceless), "--out", str(out), *FAST])
+    rc = main(["fit", str(good), str(corrupt), str(faceless), str(other), "--out", str(out), *FAST])
     return rc, out, good
 
 
 def test_bad_images_reported_and_others_go_on(batch_run):
+    from flamefit.run import ItemsFailed
+
     rc, out, _ = batch_run
-    assert rc != 0  # not everything succeeded
-    for suffix in (".npz", ".json", "_mesh.obj", "_mesh.mtl", "_mesh.png", ".glb", "_overlay.png"):
-        assert (out / f"00002{suffix}").is_file(), suffix
+    assert rc == ItemsFailed.exit_code  # one code for "some items failed"
+    for suffix in (".npz", ".json", "_mesh.obj", "_mesh.mtl", "_mesh.png", ".glb", "_overlay.png", ".done.json"):
+        assert (out / f"a_face{suffix}").is_file(), suffix
     assert not (out / "corrupt.npz").exists() and not (out / "faceless.npz").exists()
     assert (out / "config.yaml").is_file()
-    doc = json.loads((out / "00002.json").read_text())
+    doc = json.loads((out / "a_face.json").read_text())
     assert doc["config"]["resolution"] == 128 and len(doc["flame"]["shape"]) > 0
-    data = np.load(out / "00002.npz")
+    data = np.load(out / "a_face.npz")
     assert data["lmks_dense"].shape == (478, 2) and data["lmks_68"].shape == (68, 2)
     assert data["overlay"].shape == (256, 768, 3)
+    assert not [p for p in out.iterdir() if p.name.startswith((".staging", ".tmp"))]
+
+
+def test_same_file_name_in_two_folders_gives_two_results(batch_run):
+    """a/face.png and b/face.png must not overwrite each other."""
+    _, out, _ = batch_run
+    a, b = np.load(out / "a_face.npz"), np.load(out / "b_face.npz")
+    assert not np.allclose(a["lmks_68"], b["lmks_68"])  # two different photos, two different results
+    assert json.loads((out / "a_face.done.json").read_text())["source"].endswith("a/face.png")
+    assert json.loads((out / "b_face.done.json").read_text())["source"].endswith("b/face.png")
 
 
 def test_rerun_skips_finished_and_overwrite_refits(batch_run, capsys):
     _, out, good = batch_run
-    before = (out / "00002.json").stat().st_mtime_ns
-    assert main(["fit", str(good), "--out", str(out), *FAST]) == 0
-    assert "1 skipped" in capsys.readouterr().err
-    assert (out / "00002.json").stat().st_mtime_ns == before
-    assert main(["fit", str(good), "--out", str(out), "--overwrite", *FAST]) == 0
-    assert (out / "00002.json").stat().st_mtime_ns != before
+    before = (out / "a_face.json").stat().st_mtime_ns
+    # same inputs (the names depend on them), so the finished ones are found again
+    assert main(["fit", str(good), str(good.parent.parent / "b" / "face.png"), "--out", str(out), *FAST]) == 0
+    assert "2 skipped" in capsys.readouterr().err
+    assert (out / "a_face.json").stat().st_mtime_ns == before
+    assert main(["fit", str(good), str(good.parent.parent / "b" / "face.png"), "--out", str(out), "--overwrite",
+                 *FAST]) == 0
+    assert (out / "a_face.json").stat().st_mtime_ns != before
+
+
+def test_a_damaged_result_is_refit_not_skipped(env, shared_assets, tmp_path, capsys):
+    good = shared_assets / "images" / "ffhq_256" / "00004.png"
+    out = tmp_path / "out"
+    assert main(["fit", str(good), "--out", str(out), "--no-mesh", "--no-overlay", *FAST]) == 0
+    npz = out / "00004.npz"
+    npz.write_bytes(npz.read_bytes()[:-100])  # e.g. a run killed while copying the folder
+    capsys.readouterr()
+    assert main(["fit", str(good), "--out", str(out), "--no-mesh", "--no-overlay", *FAST]) == 0
+    assert "1 fitted, 0 skipped" in capsys.readouterr().err
+    assert len(np.load(npz)["vertices"]) > 0
 
 
 def test_error_messages_name_the_files(env, tmp_path, capsys):
-    corrupt = tmp_path / "broken.jpg"
+    """One line per failed item on stderr, even with the progress display on and a path wider than 80 columns."""
+    deep = tmp_path / ("a_rather_long_folder_name_" * 4)
+    deep.mkdir()
+    corrupt = deep / "broken.jpg"
     corrupt.write_bytes(b"nope")
-    rc = main(["fit", str(corrupt), "--out", str(tmp_path / "o"), *FAST])
-    err = capsys.readouterr().err
-    assert rc != 0 and "broken.jpg" in err and "0 fitted" in err
+    rc = main(["fit", str(corrupt), "--out", str(tmp_path / "o"), *FAST[:-1], "--progress"])
+    captured = capsys.readouterr()
+    assert rc != 0 and "0 fitted" in captured.err and "broken.jpg" not in captured.out
+    lines = [ln for ln in captured.err.splitlines() if "broken.jpg" in ln and ln.startswith("error:")]
+    assert len(lines) >= 1 and str(corrupt) in lines[0]  # the whole path on one line
 
 
 def test_fit_texture_command(batch_run, capsys):
     _, out, good = batch_run
-    rc = main(["fit-texture", str(out / "00002.npz"), str(good), "--out", str(out), *FAST])
+    rc = main(["fit-texture", str(out / "a_face.npz"), str(good), "--out", str(out), *FAST])
     assert rc == 0
-    a, b = np.load(out / "00002.npz"), np.load(out / "00002_texture.npz")
+    a, b = np.load(out / "a_face.npz"), np.load(out / "face_texture.npz")
     assert np.allclose(a["vertices"], b["vertices"], atol=1e-6)
 
 

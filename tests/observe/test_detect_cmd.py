@@ -46,11 +46,30 @@ def test_detect_json(images, capsys):
 
 
 def test_detect_json_with_a_failure(images, capsys):
+    from flamefit.run import ItemsFailed
+
     code = main(["detect", *images, "--json", "--no-mask"])
-    report = json.loads(capsys.readouterr().out)
-    assert code == 4  # InputImageError
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == ItemsFailed.exit_code  # one code for "some items failed", as in `flamefit fit`
+    assert len([ln for ln in captured.err.splitlines() if ln.startswith("error:") and "bad.png" in ln]) >= 1
     assert [e["ok"] for e in report["images"]] == [True, False, True]
     assert report["images"][1]["error_type"] == "InputImageError"
+
+
+def test_detect_folder_and_same_names(tmp_path, ffhq_dir, detector):
+    """A folder expands to its images; equal file names in two folders give two outputs; each set is finished."""
+    from flamefit.io.outputs import is_finished
+
+    for sub, src in (("x", "00003.png"), ("y", "00004.png")):
+        (tmp_path / "in" / sub).mkdir(parents=True)
+        shutil.copy(ffhq_dir / src, tmp_path / "in" / sub / "face.png")
+    out = tmp_path / "out"
+    assert main(["detect", str(tmp_path / "in" / "x"), str(tmp_path / "in" / "y"), "--out", str(out),
+                 "--no-overlay"]) == 0
+    for name in ("x_face", "y_face"):
+        assert is_finished(out, name, ["npz"], verify_hashes=True)
+    assert not np.allclose(np.load(out / "x_face.npz")["lmks_68"], np.load(out / "y_face.npz")["lmks_68"])
 
 
 def test_detect_needs_an_output(images, capsys):
