@@ -1,6 +1,9 @@
 """`flamefit bench ...`: performance benchmarks. Each prints a table, or one JSON object with --json.
 
 Benchmarks live in ``flamefit/bench/<name>.py`` as a click command named ``command``; add the name here.
+The group applies the threads policy (``flamefit bench --threads N <name>``; default 1 or $FLAMEFIT_THREADS, see
+``commands/_options.py``) before the benchmark runs, and after it prints the threads used and the load average
+on stderr (stdout stays one JSON object with --json).
 """
 
 from __future__ import annotations
@@ -8,6 +11,8 @@ from __future__ import annotations
 import importlib
 
 import click
+
+from flamefit.commands._options import setup_torch, threads_line, threads_option
 
 BENCHMARKS = {
     "model": "FLAME forward+backward time (batch 1 and 64).",
@@ -38,5 +43,15 @@ class _BenchGroup(click.Group):
 
 
 @click.group(name="bench", cls=_BenchGroup)
-def bench() -> None:
-    """Performance benchmarks (tables, or --json for one JSON object on stdout)."""
+@threads_option()
+def bench(threads: str | None) -> None:
+    """Performance benchmarks (tables, or --json for one JSON object on stdout).
+
+    Each prints the torch threads it used and the load average (stderr): timings on a busy machine differ.
+    """
+    setup_torch("cpu", threads)  # the device is each benchmark's own option; this sets the threads
+
+
+@bench.result_callback()
+def _report_threads(*_args, **_kwargs) -> None:
+    click.echo(f"bench: {threads_line()}", err=True)

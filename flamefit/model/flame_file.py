@@ -61,13 +61,26 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def _array(raw: dict, key: str, source: str) -> np.ndarray:
+    """``raw[key]`` as a numeric numpy array; ModelFileError naming the file and key for anything else (a string, a
+    dict, a ragged list, an object array)."""
     value = raw[key]
     if hasattr(value, "toarray"):
-        value = value.toarray()
+        try:
+            value = value.toarray()
+        except (ValueError, TypeError, MemoryError) as exc:
+            raise ModelFileError(f"{source}: key '{key}' is a damaged sparse matrix ({exc}).") from None
+    if not isinstance(value, (np.ndarray, np.generic, list, tuple, int, float)):
+        raise ModelFileError(f"{source}: damaged or foreign FLAME file: key '{key}' is a {type(value).__name__}, "
+                             "expected a numeric array.")
     try:
-        return np.asarray(value)
-    except Exception as exc:  # pragma: no cover - defensive, message matters more than the type
-        raise ModelFileError(f"{source}: key '{key}' is not an array ({exc}).") from exc
+        arr = np.asarray(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ModelFileError(f"{source}: damaged or foreign FLAME file: key '{key}' is not a numeric array "
+                             f"({' '.join(str(exc).split())[:120]}).") from None
+    if arr.dtype.kind not in "biuf":
+        raise ModelFileError(f"{source}: damaged or foreign FLAME file: key '{key}' holds {arr.dtype} values, "
+                             "expected numbers.")
+    return arr
 
 
 def read_flame_file(path: str | Path) -> FlameData:

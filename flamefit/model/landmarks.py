@@ -35,6 +35,10 @@ class MeshLandmarks:
     def __len__(self) -> int:
         return self.face_idx.shape[0]
 
+    def validate_against(self, n_faces: int, source: str = "landmark embedding") -> None:
+        """ModelFileError unless every face index is in [0, n_faces) and the barycentrics are finite."""
+        _check_embedding(self.face_idx, self.bary, n_faces, source)
+
     def project(self, vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
         """3D positions (B,N,3) of the landmarks on ``vertices`` (B,V,3)."""
         return barycentric_points(vertices, faces, self.face_idx, self.bary)
@@ -90,6 +94,12 @@ class Landmarks68:
         self.dynamic_bary = torch.as_tensor(np.asarray(dynamic_bary), dtype=torch.float32)  # (79,17,3)
         self.source = source
 
+    def validate_against(self, n_faces: int) -> None:
+        """ModelFileError (naming the files) unless every face index, static and dynamic, is a face of a model
+        with ``n_faces`` faces. Call it once the model is known (the fitter's build does)."""
+        _check_embedding(self.static.face_idx, self.static.bary, n_faces, self.source or "68-point embedding")
+        _check_embedding(self.dynamic_face_idx, self.dynamic_bary, n_faces, self.source or "68-point embedding")
+
     def embedding(self, yaw_rad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(face_idx (B,68), bary (B,68,3)) in iBUG order for head yaws ``yaw_rad`` (B,)."""
         bins = yaw_bin(yaw_rad).to(self.dynamic_face_idx.device)
@@ -106,6 +116,23 @@ class Landmarks68:
         return barycentric_points(vertices, faces, face_idx.to(vertices.device), bary)
 
 
+def _check_embedding(face_idx, bary, n_faces: int | None, source: str) -> None:
+    """Face indices in [0, n_faces) (>= 0 when n_faces is None), barycentrics finite with 3 columns."""
+    face_idx = torch.as_tensor(face_idx)
+    bary = torch.as_tensor(bary)
+    if bary.shape[-1:] != (3,) or bary.shape[:-1] != face_idx.shape:
+        raise ModelFileError(f"{source}: barycentric coordinates have shape {tuple(bary.shape)}, expected "
+                             f"{tuple(face_idx.shape) + (3,)} (3 per landmark).")
+    if not torch.isfinite(bary).all():
+        raise ModelFileError(f"{source}: barycentric coordinates hold NaN or infinite values.")
+    if face_idx.numel():
+        lo, hi = int(face_idx.min()), int(face_idx.max())
+        if lo < 0 or (n_faces is not None and hi >= n_faces):
+            limit = f"the model has {n_faces} faces (0 to {n_faces - 1})" if n_faces is not None else "must be >= 0"
+            raise ModelFileError(f"{source}: landmark face indices span {lo} to {hi}, but {limit}. Is this "
+                                 "embedding for a different mesh?")
+
+
 def load_ringnet_68(static_pkl: str | Path | None = None, dynamic_npy: str | Path | None = None) -> Landmarks68:
     """Load RingNet/DECA's ``flame_static_embedding.pkl`` and ``flame_dynamic_embedding.npy`` (safely)."""
     from flamefit.model.files import resolve_asset
@@ -119,7 +146,7 @@ def load_ringnet_68(static_pkl: str | Path | None = None, dynamic_npy: str | Pat
         s_bary = np.asarray(static["lmk_b_coords"], dtype=np.float64)
         d_idx = np.stack([np.asarray(a, dtype=np.int64) for a in dynamic["lmk_face_idx"]])
         d_bary = np.stack([np.asarray(a, dtype=np.float64) for a in dynamic["lmk_b_coords"]])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
         raise ModelFileError(
             f"{static_path} / {dynamic_path}: not RingNet landmark embeddings (need lmk_face_idx and "
             f"lmk_b_coords; {exc})."
@@ -128,4 +155,6 @@ def load_ringnet_68(static_pkl: str | Path | None = None, dynamic_npy: str | Pat
         raise ModelFileError(f"{static_path}: expected 51 static landmarks, found {s_idx.shape[0]}.")
     if d_idx.shape != (79, 17) or d_bary.shape != (79, 17, 3):
         raise ModelFileError(f"{dynamic_path}: expected 79 yaw bins x 17 contour points, found {d_idx.shape}.")
+    _check_embedding(s_idx, s_bary, None, str(static_path))
+    _check_embedding(d_idx, d_bary, None, str(dynamic_path))
     return Landmarks68(s_idx, s_bary, d_idx, d_bary, source=f"{static_path}, {dynamic_path}")

@@ -82,12 +82,31 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
 
-def _convert(obj: Any, source: str) -> Any:
-    """Replace placeholders by numpy arrays / scipy matrices, recursively."""
+# Model files nest a few levels (dict -> chumpy state -> array); anything deeper is damaged or hostile, and a
+# self-referencing structure would otherwise recurse until Python's RecursionError.
+MAX_NESTING = 32
+
+
+def _too_deep(source: str) -> ModelFileError:
+    return ModelFileError(
+        f"{source}: the pickle's objects are nested more than {MAX_NESTING} levels deep or refer to themselves; "
+        "a FLAME model file is a flat dict of arrays. The file is damaged or not a model file; download it again."
+    )
+
+
+def _convert(obj: Any, source: str, depth: int = 0) -> Any:
+    """Replace placeholders by numpy arrays / scipy matrices, recursively (at most MAX_NESTING levels)."""
+    if depth > MAX_NESTING:
+        raise _too_deep(source)
+    depth += 1
     if isinstance(obj, _ChumpyPlaceholder):
         state = getattr(obj, "state", None)
         if isinstance(state, dict) and "x" in state:
-            return np.asarray(_convert(state["x"], source))
+            try:
+                return np.asarray(_convert(state["x"], source, depth))
+            except (ValueError, TypeError) as exc:
+                raise ModelFileError(f"{source}: a chumpy array in this file holds no numeric array ({exc}).") \
+                    from None
         raise ModelFileError(
             f"{source}: a chumpy object of class '{obj.chumpy_class}' holds no plain array value; flamefit "
             "can read FLAME files whose chumpy objects are plain `Ch` arrays. Re-save the model with numpy "
@@ -107,13 +126,16 @@ def _convert(obj: Any, source: str) -> Any:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{source}: a sparse matrix in this file is damaged ({exc}).") from exc
     if isinstance(obj, dict):
-        return {k: _convert(v, source) for k, v in obj.items()}
+        return {k: _convert(v, source, depth) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_convert(v, source) for v in obj]
+        return [_convert(v, source, depth) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(_convert(v, source) for v in obj)
+        return tuple(_convert(v, source, depth) for v in obj)
     if isinstance(obj, np.ndarray) and obj.dtype == object:
-        return np.array([_convert(v, source) for v in obj.ravel()], dtype=object).reshape(obj.shape)
+        out = np.empty(obj.shape, dtype=object)
+        for i, v in enumerate(obj.ravel()):
+            out.flat[i] = _convert(v, source, depth)
+        return out
     return obj
 
 
@@ -127,6 +149,8 @@ def loads_restricted(data: bytes, source: str = "<bytes>", globals_seen: set[str
         obj = unpickler.load()
     except UnsafePickleError:
         raise
+    except RecursionError:
+        raise _too_deep(source) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
             KeyError, ImportError, UnicodeDecodeError, MemoryError) as exc:
         raise ModelFileError(
@@ -136,7 +160,10 @@ def loads_restricted(data: bytes, source: str = "<bytes>", globals_seen: set[str
     finally:
         if globals_seen is not None:
             globals_seen.update(unpickler.globals_seen)
-    return _convert(obj, source)
+    try:
+        return _convert(obj, source)
+    except RecursionError:  # e.g. a chumpy state that nests through numpy object arrays
+        raise _too_deep(source) from None
 
 
 def load_restricted(path: str | Path, globals_seen: set[str] | None = None) -> Any:

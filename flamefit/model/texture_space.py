@@ -89,11 +89,9 @@ def load_texture_space(path: str | Path, n_components: int | None = None,
             f"texture space file {path} does not exist. Download FLAME_texture.npz from "
             "https://flame.is.tue.mpg.de (free registration) or pass --texture-space none for a free albedo"
         )
-    try:
-        data = np.load(path, allow_pickle=False)
-        keys = set(data.files)
-    except Exception as exc:  # noqa: BLE001 - zip/npz errors of all kinds
-        raise ModelFileError(f"cannot read texture space {path}: {exc}. Is it an .npz file?") from exc
+    arrays = _read_npz(path)
+    data, keys = arrays, set(arrays)
+    _validate_texture_arrays(arrays, str(path))
     vt = data["vt"].astype(np.float64) if "vt" in keys else None
     ft = data["ft"].astype(np.int64) if "ft" in keys else None
     try:
@@ -138,6 +136,84 @@ def load_texture_space(path: str | Path, n_components: int | None = None,
         torch.as_tensor(np.ascontiguousarray(basis), dtype=dtype),
         vt, ft, kind=kind, source=str(path), spec_mean=spec,
     )
+
+
+# UV coordinates live in [0, 1]; a little slack for layouts written with rounding or a half-texel border.
+_VT_SLACK = 0.01
+_ARRAY_KEYS = ("mean", "tex_dir", "MU", "PC", "specMU", "specPC", "vt", "ft")
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of the npz, read without unpickling; every failure is a ModelFileError naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = list(z.files)
+            out = {}
+            for name in names:
+                if name not in _ARRAY_KEYS:
+                    continue  # other entries are not used; don't spend memory (or trust) on them
+                try:
+                    out[name] = z[name]
+                except ValueError as exc:
+                    if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
+                        raise ModelFileError(
+                            f"{path}: array '{name}' holds Python objects (a pickled object array); texture "
+                            "spaces must hold plain numeric arrays, which flamefit reads without unpickling. "
+                            "Re-save it with numeric arrays (np.savez(..., mean=..., tex_dir=..., vt=..., ft=...))"
+                        ) from None
+                    raise
+    except ModelFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zip/npz errors of all kinds
+        raise ModelFileError(f"cannot read texture space {path}: {' '.join(str(exc).split())}. Is it an .npz "
+                             "file?") from None
+    if not out and not names:
+        raise ModelFileError(f"{path}: the npz holds no arrays; expected mean/tex_dir or MU/PC")
+    if not out:
+        raise ModelFileError(f"{path} is not a FLAME texture space: expected keys mean/tex_dir (FLAME_texture.npz) "
+                             f"or MU/PC (FLAME_albedo_from_BFM.npz), found {sorted(names)}")
+    return out
+
+
+def _validate_texture_arrays(arrays: dict[str, np.ndarray], src: str) -> None:
+    """Shapes, dtypes, finiteness and index ranges of a texture space's arrays: the renderer's kernels index with
+    ``vt``/``ft``, so nothing out of range may get past the loader."""
+
+    def bad(msg: str) -> ModelFileError:
+        return ModelFileError(f"{src}: invalid texture space: {msg}. Use the official FLAME_texture.npz / "
+                              "FLAME_albedo_from_BFM.npz or re-save the file with valid arrays.")
+
+    for name, a in arrays.items():
+        if a.dtype.kind not in "fiu" or a.dtype.itemsize > 8:
+            raise bad(f"'{name}' has dtype {a.dtype}, expected a real numeric dtype (float or integer)")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise bad(f"'{name}' holds NaN or infinite values")
+        if a.size == 0 and name not in ("tex_dir", "PC", "specPC"):
+            raise bad(f"'{name}' is empty (shape {a.shape})")
+    if "mean" in arrays:
+        mean = arrays["mean"]
+        if mean.ndim != 3 or mean.shape[-1] != 3 or min(mean.shape[:2]) < 1:
+            raise bad(f"mean has shape {mean.shape}, expected (H, W, 3)")
+        tex_dir = arrays.get("tex_dir")
+        if tex_dir is not None and (tex_dir.ndim != 4 or tex_dir.shape[:3] != mean.shape):
+            raise bad(f"tex_dir has shape {tex_dir.shape}, expected (H, W, 3, K) with (H, W) = {mean.shape[:2]}")
+    if ("vt" in arrays) != ("ft" in arrays):
+        raise bad("it has only one of 'vt' and 'ft'; a UV layout needs both")
+    if "vt" in arrays:
+        vt, ft = arrays["vt"], arrays["ft"]
+        if vt.ndim != 2 or vt.shape[1] != 2:
+            raise bad(f"vt has shape {vt.shape}, expected (T, 2) texture coordinates")
+        lo, hi = float(vt.min()), float(vt.max())
+        if lo < -_VT_SLACK or hi > 1 + _VT_SLACK:
+            raise bad(f"vt values span [{lo:g}, {hi:g}], expected texture coordinates in [0, 1]")
+        if ft.ndim != 2 or ft.shape[1] != 3:
+            raise bad(f"ft has shape {ft.shape}, expected (F, 3) indices into vt")
+        if ft.dtype.kind == "f":
+            if not np.array_equal(ft, np.round(ft)):
+                raise bad("ft holds non-integer values; expected indices into vt")
+        if float(ft.min()) < 0 or float(ft.max()) >= vt.shape[0]:
+            raise bad(f"ft indexes texture coordinates {ft.min():g} to {ft.max():g} but vt has {vt.shape[0]} "
+                      f"(valid indices 0 to {vt.shape[0] - 1})")
 
 
 # -- priors on texel maps (used for the offset and the free albedo) ----------------------------------------------
