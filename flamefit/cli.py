@@ -1,8 +1,9 @@
 """The ``flamefit`` command line.
 
 Subcommands live in ``flamefit/commands/*.py`` and are imported lazily, so ``flamefit --help`` is fast
-(torch is only imported by the commands that need it). Errors derived from ``FlamefitError`` are printed
-as one line and mapped to exit codes; ``--debug`` shows the traceback.
+(torch is only imported by the commands that need it). Every error is printed as one line on stderr and mapped
+to the exit code documented in :mod:`flamefit.errors` (the same in every command); ``--debug`` shows the
+traceback.
 """
 
 from __future__ import annotations
@@ -70,10 +71,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the CLI and turns flamefit errors into one-line messages and exit codes."""
-    from flamefit.errors import FlamefitError
+    """Entry point: runs the CLI; every error becomes ONE line on stderr and the exit code documented in
+    :mod:`flamefit.errors` (flamefit errors by class, click usage errors 2, anything unexpected 70 with a hint to
+    rerun with --debug, Ctrl-C 130). ``--debug`` lets the traceback through instead."""
+    from flamefit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, FlamefitError, one_line
 
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
         # Without standalone mode, click returns what ctx.exit(n) was given instead of exiting.
@@ -81,16 +84,29 @@ def main(argv: list[str] | None = None) -> int:
     except FlamefitError as exc:
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
+        click.echo(f"error: {one_line(exc)}", err=True)
+        return int(getattr(exc, "exit_code", 1) or 1)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.UsageError as exc:
+        # One line: the message and where to look (click's own display adds a multi-line usage block).
+        cmd = exc.ctx.command_path if exc.ctx is not None else "flamefit"
+        click.echo(f"error: {one_line(exc.format_message()).rstrip('.')}; see `{cmd} --help`", err=True)
+        return EXIT_USAGE
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {one_line(exc.format_message())}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except BrokenPipeError:  # e.g. `flamefit ... | head`: the reader left; not an error of ours
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback for users
+        if debug:
+            raise
+        click.echo(f"error: unexpected error ({type(exc).__name__}: {one_line(exc, 300)}). This is a bug in flamefit; "
+                   "rerun with --debug for the traceback and report it.", err=True)
+        return EXIT_INTERNAL
     return result if isinstance(result, int) else 0
 
 

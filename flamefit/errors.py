@@ -1,22 +1,74 @@
-"""flamefit's error hierarchy.
+"""flamefit's error hierarchy and exit codes.
 
 Every error a user can cause derives from :class:`FlamefitError`; its message says what is wrong,
-which file, and what to do. The CLI prints the message on one line and maps the class to an exit code.
+which file, and what to do. The CLI (``flamefit.cli.main``) prints the message as ONE line on stderr
+(``error: ...``) and exits with the class's code; ``flamefit --debug ...`` shows the traceback instead.
+
+Exit codes: one meaning per code, the same in every command (README "Exit codes" repeats this table):
+
+====  =====================================================================================================
+code  meaning
+====  =====================================================================================================
+0     success (every item written, or skipped because its complete outputs already existed)
+1     failed for another reason a user can act on (:class:`FlamefitError` not listed below; click errors
+      such as an unwritable output file)
+2     bad command line or configuration: unknown option, bad value, invalid config file or key
+      (:class:`ConfigError`, click usage errors); nothing was done
+3     a model/asset file is missing, unreadable, damaged, unsafe or of an unknown format
+      (:class:`ModelFileError`, :class:`UnsafePickleError`); nothing was done
+4     an input image or video is unreadable or unusable (:class:`InputImageError`, :class:`VideoError`)
+5     no face was found (:class:`FaceNotFound`), for commands that handle a single input
+6     the feature is not implemented in this version (:class:`NotYetImplemented`)
+7     some items of a many-item run failed (each reported on its own stderr line); the others were written
+      (:class:`ItemsFailed`)
+70    unexpected internal error (a bug): one line "unexpected error ..."; rerun with --debug for the traceback
+130   interrupted (Ctrl-C)
+====  =====================================================================================================
 """
 
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_MODEL_FILE = 3
+EXIT_INPUT = 4
+EXIT_NO_FACE = 5
+EXIT_NOT_IMPLEMENTED = 6
+EXIT_ITEMS_FAILED = 7
+EXIT_INTERNAL = 70  # EX_SOFTWARE of BSD's sysexits.h
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "failed for another reason a user can act on",
+    EXIT_USAGE: "bad command line or configuration (nothing was done)",
+    EXIT_MODEL_FILE: "a model/asset file is missing, unreadable, damaged, unsafe or of an unknown format",
+    EXIT_INPUT: "an input image or video is unreadable or unusable",
+    EXIT_NO_FACE: "no face was found",
+    EXIT_NOT_IMPLEMENTED: "not implemented in this version",
+    EXIT_ITEMS_FAILED: "some items failed (each reported on stderr); the others were written",
+    EXIT_INTERNAL: "unexpected internal error (a bug); rerun with --debug",
+    EXIT_INTERRUPTED: "interrupted",
+}
 
 
 class FlamefitError(Exception):
     """Base class for errors a user can act on."""
 
-    exit_code = 1
+    exit_code = EXIT_ERROR
+
+
+class ConfigError(FlamefitError):
+    """A command-line option, configuration file or config value is invalid."""
+
+    exit_code = EXIT_USAGE
 
 
 class ModelFileError(FlamefitError):
     """A model/asset file is missing, unreadable, damaged or of an unknown format."""
 
-    exit_code = 3
+    exit_code = EXIT_MODEL_FILE
 
 
 class UnsafePickleError(ModelFileError):
@@ -26,28 +78,34 @@ class UnsafePickleError(ModelFileError):
 class InputImageError(FlamefitError):
     """An input image is unreadable or unusable."""
 
-    exit_code = 4
-
-
-class FaceNotFound(FlamefitError):
-    """No face was found in an image."""
-
-    exit_code = 5
+    exit_code = EXIT_INPUT
 
 
 class VideoError(FlamefitError):
     """A video could not be read or written."""
 
-    exit_code = 4
+    exit_code = EXIT_INPUT
 
 
-class ConfigError(FlamefitError):
-    """A configuration file or option is invalid."""
+class FaceNotFound(FlamefitError):
+    """No face was found in an image."""
 
-    exit_code = 2
+    exit_code = EXIT_NO_FACE
 
 
 class NotYetImplemented(FlamefitError):
     """A feature that is planned but not implemented yet (never faked)."""
 
-    exit_code = 6
+    exit_code = EXIT_NOT_IMPLEMENTED
+
+
+class ItemsFailed(FlamefitError):
+    """Some items of a run failed (each was reported on its own line); the others were written."""
+
+    exit_code = EXIT_ITEMS_FAILED
+
+
+def one_line(text: object, limit: int = 2000) -> str:
+    """``text`` as one line (newlines and runs of spaces collapsed), at most ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -1,0 +1,118 @@
+"""The CLI's error contract: every bad input gives ONE line on stderr and the documented exit code, never a
+traceback (issue 8 section 4), run in-process through flamefit.cli.main."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from flamefit import errors
+from flamefit.cli import main
+from flamefit.model.synthetic import synthetic_flame_dict
+
+
+@pytest.fixture
+def image(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "face.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    d = synthetic_flame_dict()
+    d["v_template"] = "not an array"
+    (tmp_path / "str_vt.pkl").write_bytes(pickle.dumps(d, protocol=2))
+    loop: list = []
+    loop.append(loop)
+    (tmp_path / "recursive.pkl").write_bytes(pickle.dumps({"v_template": loop}, protocol=2))
+    np.savez(tmp_path / "object.npz", mean=np.array([{"a": 1}], dtype=object), tex_dir=np.zeros((1, 1, 3, 1)))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "vt_t1.npz", mean=np.zeros((4, 4, 3)), tex_dir=np.zeros((4, 4, 3, 1)),
+             vt=rng.uniform(0, 1, (5, 1)), ft=np.zeros((3, 3), np.int64))
+    (tmp_path / "latin1.yaml").write_bytes("photometric:\n  iters: 5 # caf\xe9\n".encode("latin-1"))
+    return tmp_path
+
+
+def run_cli(capsys, args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err, *fragments):
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case, code, fragment", [
+    ("model info str_vt.pkl", errors.EXIT_MODEL_FILE, "'v_template' is a str"),
+    ("model info recursive.pkl", errors.EXIT_MODEL_FILE, "refer to themselves"),
+    ("fit IMG --texture-space object.npz", errors.EXIT_MODEL_FILE, "holds Python objects"),
+    ("fit IMG --texture-space vt_t1.npz", errors.EXIT_MODEL_FILE, "vt has shape (5, 1)"),
+    ("fit IMG --config latin1.yaml", errors.EXIT_USAGE, "is not UTF-8"),
+    ("fit IMG --set camera.fov_deg=200", errors.EXIT_USAGE, "`camera.fov_deg` = 200"),
+    ("fit IMG --device banana", errors.EXIT_USAGE, "valid forms: cpu, cuda, cuda:N"),
+    ("fit IMG --threads -1", errors.EXIT_USAGE, "--threads"),
+    ("fit IMG --threads 0", errors.EXIT_USAGE, "--threads"),
+    ("bench --threads -1 model", errors.EXIT_USAGE, "--threads"),
+    ("fit IMG --no-such-option", errors.EXIT_USAGE, "--no-such-option"),
+    ("model info missing.pkl", errors.EXIT_MODEL_FILE, "missing.pkl"),
+])
+def test_bad_inputs_give_one_line_and_the_documented_code(capsys, tmp_path, bad_files, image, synthetic_model_path,
+                                                          case, code, fragment):
+    args = []
+    for word in case.split():
+        if word == "IMG":
+            args.append(image)
+        elif word.endswith((".pkl", ".npz", ".yaml")):
+            args.append(bad_files / word)
+        else:
+            args.append(word)
+    if args[0] == "fit":
+        args += ["--flame", synthetic_model_path, "--out", tmp_path / "out", "--no-progress"]
+    got, _, err = run_cli(capsys, args)
+    assert got == code, err
+    assert_one_line_error(err, fragment)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when no GPU is visible")
+def test_cuda_without_gpu(capsys, tmp_path, image, synthetic_model_path):
+    code, _, err = run_cli(capsys, ["fit", image, "--device", "cuda", "--flame", synthetic_model_path,
+                                    "--out", tmp_path / "out", "--no-progress"])
+    assert code == errors.EXIT_USAGE
+    assert_one_line_error(err, "no CUDA device is visible", "--device cpu")
+
+
+def test_unexpected_exception_is_one_line_with_distinct_code(capsys, monkeypatch, synthetic_model_path):
+    import flamefit.model.flame_file as flame_file
+
+    def boom(*_a, **_k):
+        raise RuntimeError("something\ninternal broke")
+
+    monkeypatch.setattr(flame_file, "read_flame_file", boom)
+    code, _, err = run_cli(capsys, ["model", "info", synthetic_model_path])
+    assert code == errors.EXIT_INTERNAL == 70
+    assert_one_line_error(err, "unexpected error (RuntimeError: something internal broke)", "--debug")
+    with pytest.raises(RuntimeError):  # --debug lets the traceback through
+        main(["--debug", "model", "info", str(synthetic_model_path)])
+
+
+def test_exit_codes_are_distinct_and_documented():
+    classes = [errors.FlamefitError, errors.ConfigError, errors.ModelFileError, errors.UnsafePickleError,
+               errors.InputImageError, errors.VideoError, errors.FaceNotFound, errors.NotYetImplemented,
+               errors.ItemsFailed]
+    for cls in classes:
+        assert cls.exit_code in errors.EXIT_CODES, cls
+        assert str(cls.exit_code) in errors.__doc__
+    assert errors.EXIT_INTERNAL not in {c.exit_code for c in classes}
+    assert len(set(errors.EXIT_CODES)) == len(errors.EXIT_CODES)
