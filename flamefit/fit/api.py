@@ -53,6 +53,7 @@ def build_fitter(flame: str | os.PathLike | None = None, texture_space: str | os
     lmk68 = None
     if resolve_asset("landmarks_static", landmarks_static, required=landmarks_static is not None) is not None:
         lmk68 = load_ringnet_68(landmarks_static, landmarks_dynamic)
+        lmk68.validate_against(int(model.faces.shape[0]))  # indices beyond the mesh: a clear error, not a crash
     dense_lmk = load_dense_correspondence(model) if dense else None
     if lmk68 is None and dense_lmk is None:
         raise ModelFileError(
