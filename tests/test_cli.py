@@ -116,3 +116,15 @@ def test_exit_codes_are_distinct_and_documented():
         assert str(cls.exit_code) in errors.__doc__
     assert errors.EXIT_INTERNAL not in {c.exit_code for c in classes}
     assert len(set(errors.EXIT_CODES)) == len(errors.EXIT_CODES)
+
+
+def test_landmark_embedding_beyond_the_mesh(capsys, tmp_path, image, synthetic_model_path):
+    static = {"lmk_face_idx": np.full(51, 10**6), "lmk_b_coords": np.full((51, 3), 1 / 3)}
+    (tmp_path / "static.pkl").write_bytes(pickle.dumps(static, protocol=2))
+    dynamic = {"lmk_face_idx": list(np.zeros((79, 17), np.int64)), "lmk_b_coords": list(np.full((79, 17, 3), 1 / 3))}
+    np.save(tmp_path / "dynamic.npy", np.array(dynamic, dtype=object), allow_pickle=True)
+    code, _, err = run_cli(capsys, ["fit", image, "--flame", synthetic_model_path, "--landmarks-static",
+                                    tmp_path / "static.pkl", "--landmarks-dynamic", tmp_path / "dynamic.npy",
+                                    "--out", tmp_path / "out", "--no-progress"])
+    assert code == errors.EXIT_MODEL_FILE, err
+    assert_one_line_error(err, "static.pkl", "face indices span 1000000 to 1000000, but the model has 512 faces")
