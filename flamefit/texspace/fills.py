@@ -47,7 +47,8 @@ def _out(x: torch.Tensor, single: bool) -> torch.Tensor:
 
 
 def fill_opencv(maps, known, *, method: str = "telea", radius_px: float = 5.0) -> torch.Tensor:
-    """``cv2.inpaint`` of the unknown texels (method 'telea' or 'ns'), float32 per channel (no 8-bit rounding)."""
+    """``cv2.inpaint`` of the unknown texels (method 'telea' or 'ns'), float32 per channel (no 8-bit rounding).
+    Unknown texels are filled from the known ones only (zero them or not, it does not matter)."""
     flags = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
     if method not in flags:
         raise ValueError(f"unknown OpenCV inpainting method {method!r}; use 'telea' or 'ns'")
@@ -61,7 +62,10 @@ def fill_opencv(maps, known, *, method: str = "telea", radius_px: float = 5.0) -
         if not (1 - holes[i]).any():
             continue  # nothing to propagate from
         for c in range(3):
-            out[i, ..., c] = cv2.inpaint(np.ascontiguousarray(arr[i, ..., c]), holes[i], radius_px, flags[method])
+            # float32 single channel, scaled to 0..255: OpenCV's Telea assumes 8-bit-like magnitudes (on 0..1
+            # values it returns garbage), and float keeps sub-8-bit precision
+            ch = np.ascontiguousarray(arr[i, ..., c] * 255.0)
+            out[i, ..., c] = cv2.inpaint(ch, holes[i], radius_px, flags[method]) / 255.0
     res = torch.from_numpy(out).to(device=m.device, dtype=m.dtype)
     return _out(torch.where(k.unsqueeze(-1), m, res), single)
 
