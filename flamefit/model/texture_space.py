@@ -91,7 +91,7 @@ def load_texture_space(path: str | Path, n_components: int | None = None,
         )
     arrays = _read_npz(path)
     data, keys = arrays, set(arrays)
-    _validate_texture_arrays(arrays, str(path))
+    validate_texture_arrays(arrays, str(path))
     vt = data["vt"].astype(np.float64) if "vt" in keys else None
     ft = data["ft"].astype(np.int64) if "ft" in keys else None
     try:
@@ -175,7 +175,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _validate_texture_arrays(arrays: dict[str, np.ndarray], src: str) -> None:
+def validate_texture_arrays(arrays: dict[str, np.ndarray], src: str) -> None:
     """Shapes, dtypes, finiteness and index ranges of a texture space's arrays: the renderer's kernels index with
     ``vt``/``ft``, so nothing out of range may get past the loader."""
 

@@ -138,3 +138,65 @@ def test_cli_model_info(synthetic_model_path):
     bad = subprocess.run([sys.executable, "-m", "flamefit", "model", "info", str(synthetic_model_path) + ".missing"],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _model_info_json(capsys, *args):
+    import json
+
+    from flamefit.cli import main
+
+    code = main(["model", "info", *map(str, args), "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+def _synthetic_texture(path, n_faces, with_uv=True):
+    rng = np.random.default_rng(0)
+    arrays = {"mean": rng.uniform(0, 255, (8, 8, 3)).astype(np.float32),
+              "tex_dir": rng.normal(0, 1, (8, 8, 3, 3)).astype(np.float32)}
+    if with_uv:
+        arrays["vt"] = rng.uniform(0, 1, (20, 2))
+        arrays["ft"] = rng.integers(0, 20, (n_faces, 3))
+    np.savez(path, **arrays)
+    return path
+
+
+def test_model_info_says_what_each_asset_enables(capsys, tmp_path, monkeypatch, synthetic_model_path):
+    n_faces = read_flame_file(synthetic_model_path).faces.shape[0]
+    # only the model: the texture space and the RingNet embedding are missing, and info says what happens instead
+    code, report, _ = _model_info_json(capsys, synthetic_model_path)
+    assert code == 0
+    assets = report["assets"]
+    assert assets["flame"]["status"] == "found" and "fitting" in assets["flame"]["enables"]
+    assert assets["texture_space"]["status"] == "not found"
+    assert "free per-texel albedo" in assets["texture_space"]["without_it"]
+    assert assets["landmarks_68"]["status"] == "not found" and assets["landmarks_68"]["without_it"]
+    assert assets["uv"]["status"] in ("generated", "not found")
+    assert report["features"]["pca_texture"] is False
+
+    # a texture space holding vt/ft IS a UV layout (info used to say "uv: not found")
+    monkeypatch.setenv("FLAMEFIT_TEXTURE_SPACE", str(_synthetic_texture(tmp_path / "tex.npz", n_faces)))
+    code, report, _ = _model_info_json(capsys, synthetic_model_path)
+    assert code == 0
+    ts, uv = report["assets"]["texture_space"], report["assets"]["uv"]
+    assert ts["status"] == "found" and ts["components"] == 3 and ts["has_uv"] and ts["resolution"] == [8, 8]
+    assert uv["status"] == "found" and "tex.npz (its vt/ft)" in uv["source"] and "textured meshes" in uv["enables"]
+    assert report["features"]["pca_texture"] and report["features"]["textured_mesh"]
+
+    # an invalid texture space is reported as such, and the exit code says an asset is broken
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "bad.npz", mean=np.zeros((8, 8, 3)), tex_dir=np.zeros((8, 8, 3, 1)),
+             vt=rng.uniform(0, 1, (20, 1)), ft=np.zeros((n_faces, 3), np.int64))
+    monkeypatch.setenv("FLAMEFIT_TEXTURE_SPACE", str(tmp_path / "bad.npz"))
+    code, report, err = _model_info_json(capsys, synthetic_model_path)
+    assert code == 3 and "texture_space" in err
+    assert report["assets"]["texture_space"]["status"] == "invalid"
+    assert "vt has shape (20, 1)" in report["assets"]["texture_space"]["error"]
+
+
+def test_model_info_table(capsys, synthetic_model_path):
+    from flamefit.cli import main
+
+    assert main(["model", "info", str(synthetic_model_path)]) == 0
+    out = capsys.readouterr().out
+    assert "what each enables" in out and "texture_space" in out and "without it" in out
