@@ -17,6 +17,14 @@ Orthogonal, batched primitives in the spirit of nvdiffrast:
 Knows triangles and cameras, nothing about faces. Conventions: see each module's docstring and
 docs/ARCHITECTURE.md.
 
+Inputs: every public op checks, on the torch side and before any kernel, whatever a kernel would index with
+(faces in [0, V), UV faces in [0, T), batch indices, pixel counts, texture and image sizes >= 1), so that no input
+makes a kernel read out of bounds; misuse raises ValueError saying what is wrong. Cameras reject zero, negative or
+non-finite focal lengths and scales, image sizes outside [1, 32768] and fields of view outside (0, pi). Non-finite
+values: a face with a NaN/inf vertex covers no pixel; NaN/inf attributes or lighting propagate to the output;
+texture lookups reject NaN/inf/absurd uvs. Points at or behind the camera plane project to finite, meaningless
+pixels, and ``perspective_correct`` rasterization drops their triangles.
+
 Speed: per-pixel work runs on the covered pixels only, "packed" as (C,N) arrays (``Fragments.pix*``,
 ``interpolate_t``, ``sh_shading_packed``, ``texture_packed_t``); the hot paths are autograd Functions with
 hand-written backward passes (each next to its op; the numba switch, constants and
