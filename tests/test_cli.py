@@ -4,6 +4,8 @@ traceback (issue 8 section 4), run in-process through flamefit.cli.main."""
 from __future__ import annotations
 
 import pickle
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +130,29 @@ def test_landmark_embedding_beyond_the_mesh(capsys, tmp_path, image, synthetic_m
                                     "--out", tmp_path / "out", "--no-progress"])
     assert code == errors.EXIT_MODEL_FILE, err
     assert_one_line_error(err, "static.pkl", "face indices span 1000000 to 1000000, but the model has 512 faces")
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_setup_installs_what_the_test_command_needs():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    text = README.read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    setup = next(b for b in blocks if "pip install" in b)
+    install = next(line for line in setup.splitlines() if "pip install -e" in line)
+    extras = re.search(r"-e \"?\.\[([a-z,]+)\]", install)
+    assert extras and "test" in extras.group(1).split(","), install  # plain `-e .` lacks pytest
+    assert any("python -m pytest" in b for b in blocks)
+    pyproject = tomllib.loads((README.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    assert any(dep.startswith("pytest") for dep in pyproject["project"]["optional-dependencies"]["test"])
+
+
+def test_readme_exit_code_table_matches_errors_module():
+    section = README.read_text(encoding="utf-8").split("### Errors and exit codes", 1)[1]
+    codes = {int(c) for c in re.findall(r"^\| (\d+) \| ", section, flags=re.M)}
+    assert codes == set(errors.EXIT_CODES)
