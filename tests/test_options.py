@@ -54,3 +54,20 @@ def test_env_and_flag_order(monkeypatch, restore_threads):
     monkeypatch.setenv(ENV_THREADS, "-1")
     with pytest.raises(ConfigError, match=r"\$FLAMEFIT_THREADS"):
         resolve_threads(None)
+
+
+def test_bench_prints_threads_and_load(capsys, monkeypatch, synthetic_model_path, restore_threads):
+    import json
+
+    from flamefit.cli import main
+
+    monkeypatch.delenv(ENV_THREADS, raising=False)
+    torch.set_num_threads(2)
+    assert main(["bench", "model", "--flame", str(synthetic_model_path), "--repeats", "1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)  # stdout stays one JSON object
+    assert report["environment"]["threads"] == 1  # the default policy was applied before the benchmark ran
+    assert "loadavg_1_5_15min" in report["environment"]
+    assert "bench: threads 1 (of" in err and "load average" in err
+    assert main(["bench", "--threads", "2", "model", "--flame", str(synthetic_model_path), "--repeats", "1"]) == 0
+    assert "bench: threads 2 (of" in capsys.readouterr().err

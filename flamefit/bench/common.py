@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -31,12 +32,15 @@ def time_ms(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, sync: 
 def environment() -> dict:
     import torch
 
-    return {
+    env = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(),
     }
+    if hasattr(os, "getloadavg"):  # timings on a busy machine differ: say how busy it was
+        env["loadavg_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
+    return env
 
 
 def emit(report: dict, rows: list[dict], columns: list[str], title: str, as_json: bool) -> None:
