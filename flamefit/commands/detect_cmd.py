@@ -49,7 +49,7 @@ def _parse_select(value: str) -> str | int:
 def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_weights, overlay, threads, workers,
            use_ray, ray_address, retries, recursive, progress) -> None:
     """Detect MediaPipe's 478 landmarks, the 68 iBUG points and a skin mask in IMAGE files (or folders)."""
-    from flamefit.commands._options import resolve_threads, setup_torch
+    from flamefit.commands._options import resolve_threads
     from flamefit.errors import ConfigError
     from flamefit.run import OK, Reporter, RunSpec, image_items, run_items
 
@@ -57,13 +57,13 @@ def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_we
         raise ConfigError("Nowhere to put the results: give --out DIR (files) and/or --json (stdout).")
     debug = bool((ctx.obj or {}).get("debug"))
     face = _parse_select(select)
-    setup_torch("cpu", threads)
+    n_threads = resolve_threads(threads)  # validated here; applied in the workers (detection needs no torch)
     items = image_items(images, recursive=recursive)
     options = {"select": face, "mask": mask, "mask_backend": mask_backend, "overlay": overlay,
                "bisenet_weights": None if bisenet_weights is None else str(Path(bisenet_weights).resolve()),
                "landmarks_in_record": as_json}
     spec = RunSpec(worker="detect", out_dir=None if out_dir is None else str(out_dir), options=options,
-                   outputs=["npz", *(["overlay"] if overlay else [])], threads=resolve_threads(threads),
+                   outputs=["npz", *(["overlay"] if overlay else [])], threads=n_threads,
                    overwrite=True, retries=retries)
     with Reporter(enabled=progress and not as_json, label="images") as reporter:
         executor = make_executor(workers, use_ray, ray_address, debug=debug, reporter=reporter)

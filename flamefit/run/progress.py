@@ -33,8 +33,8 @@ class Reporter:
         self.stop()
 
     def start(self, total: int) -> None:
-        if not self.enabled or total == 0 or self.bar is not None:
-            return
+        if not self.enabled or total == 0 or self.bar is not None or not self.console.is_terminal:
+            return  # no live display into files and pipes: the per-item lines say it all
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"

@@ -10,6 +10,7 @@ completion record. Options (``spec.options``):
 
 from __future__ import annotations
 
+import sys
 import time
 
 from flamefit.run.items import Item
@@ -17,8 +18,9 @@ from flamefit.run.spec import RunSpec, config_from_dict
 from flamefit.run.worker import OK, SKIPPED, Record
 
 
-def _apply_threads(spec: RunSpec) -> None:
-    if spec.threads is not None:
+def _apply_threads(spec: RunSpec, only_if_imported: bool = False) -> None:
+    """torch threads per the spec (``only_if_imported``: leave torch unimported when nothing needed it yet)."""
+    if spec.threads is not None and (not only_if_imported or "torch" in sys.modules):
         import torch
 
         if torch.get_num_threads() != spec.threads:
@@ -108,7 +110,7 @@ class DetectWorker:
     def setup(self) -> None:
         from flamefit.observe import LandmarkDetector
 
-        _apply_threads(self.spec)
+        _apply_threads(self.spec, only_if_imported=True)  # detection does not need torch (BiSeNet masks do)
         self.detector = LandmarkDetector()
 
     def close(self) -> None:
