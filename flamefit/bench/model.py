@@ -12,7 +12,7 @@ def run(model_path=None, batches=(1, 64), device: str = "cpu", repeats: int = 20
     from flamefit.bench.common import environment, time_ms
 
     if model_path is None:
-        from flamefit.model.files import resolve_asset
+        from flamefit.assets import resolve_asset
 
         model_path = resolve_asset("flame", None)
     model = flamefit.load_flame(model_path, dtype=torch.float32, device=device)

@@ -28,7 +28,7 @@ def _find_mesh(model_path: str | None):
     if model_path:
         candidates.append(Path(model_path))
     else:
-        from flamefit.model.files import resolve_asset
+        from flamefit.assets import resolve_asset
 
         try:
             found = resolve_asset("flame", None, required=False)

@@ -91,9 +91,9 @@ def _texture_space_info(path: Path, n_faces: int) -> dict:
 def _uv_info(ts: dict | None, ts_path: Path | None, n_faces: int) -> dict:
     """Which UV layout a fit would use, in the fitter's order: the texture space's vt/ft, a UV layout file
     ($FLAMEFIT_UV_LAYOUT, config, data dir), the flame-model package, else an atlas generated for the mesh."""
+    from flamefit.assets import candidates, resolve_asset
     from flamefit.errors import ModelFileError
     from flamefit.model import uv as uv_module
-    from flamefit.model.files import candidates, resolve_asset
 
     if ts is not None and ts.get("status") == "found" and ts.get("has_uv") and "uv_note" not in ts:
         return {"status": "found", "source": f"texture space file {ts_path} (its vt/ft)", "path": str(ts_path),
@@ -125,8 +125,8 @@ def _uv_info(ts: dict | None, ts_path: Path | None, n_faces: int) -> dict:
 
 
 def _landmarks_info(n_faces: int) -> dict:
+    from flamefit.assets import resolve_asset
     from flamefit.errors import ModelFileError
-    from flamefit.model.files import resolve_asset
     from flamefit.model.landmarks import load_ringnet_68
 
     try:
@@ -148,8 +148,8 @@ def _landmarks_info(n_faces: int) -> dict:
 
 
 def _simple_asset(kind: str) -> dict:
+    from flamefit.assets import candidates, resolve_asset
     from flamefit.errors import ModelFileError
-    from flamefit.model.files import candidates, resolve_asset
 
     try:
         path = resolve_asset(kind, None, required=False)
@@ -165,8 +165,8 @@ def build_report(path: str | None) -> dict:
     """Everything `model info` shows, as one dict (the --json output)."""
     import importlib.util
 
+    from flamefit.assets import ASSETS, candidates, resolve_asset
     from flamefit.errors import ModelFileError
-    from flamefit.model.files import ASSETS, candidates, resolve_asset
     from flamefit.model.flame_file import read_flame_file
 
     model_path = resolve_asset("flame", path)

@@ -37,7 +37,7 @@ def build_fitter(flame: str | os.PathLike | None = None, texture_space: str | os
                  landmarks_static=None, landmarks_dynamic=None, dense: bool = True) -> Fitter:
     """Load the FLAME model, the texture space ('none' = free albedo; None = resolved from
     $FLAMEFIT_TEXTURE_SPACE/config, else free albedo), and the landmark embeddings, and build a :class:`Fitter`."""
-    from flamefit.model.files import resolve_asset
+    from flamefit.assets import resolve_asset
     from flamefit.model.flame import load_flame
     from flamefit.model.landmarks import load_ringnet_68
     from flamefit.model.texture_space import load_texture_space

@@ -157,13 +157,13 @@ def load_flame(
 ) -> FlameModel:
     """Load a FLAME model file (any supported format) as a :class:`FlameModel`.
 
-    ``path`` None resolves the model as documented in :mod:`flamefit.model.files` (argument, then
+    ``path`` None resolves the model as documented in :mod:`flamefit.assets` (argument, then
     ``FLAMEFIT_FLAME_MODEL``, then the config file, then the user data directory). ``n_shape``/``n_expr``
     default to all components in the file (300/100 for FLAME); asking for more than the file has is an error.
     The UV layout is attached as ``model.uv`` when one is found (``uv`` path, ``FLAMEFIT_UV_LAYOUT``/config/
     data dir, or the ``flame-model`` package), else ``model.uv`` is an atlas generated for the mesh.
     """
-    from flamefit.model.files import resolve_asset
+    from flamefit.assets import resolve_asset
     from flamefit.model.uv import load_uv_layout, packaged_uv_layout
 
     data = read_flame_file(resolve_asset("flame", path))

@@ -135,7 +135,7 @@ def _check_embedding(face_idx, bary, n_faces: int | None, source: str) -> None:
 
 def load_ringnet_68(static_pkl: str | Path | None = None, dynamic_npy: str | Path | None = None) -> Landmarks68:
     """Load RingNet/DECA's ``flame_static_embedding.pkl`` and ``flame_dynamic_embedding.npy`` (safely)."""
-    from flamefit.model.files import resolve_asset
+    from flamefit.assets import resolve_asset
 
     static_path = resolve_asset("landmarks_static", static_pkl)
     dynamic_path = resolve_asset("landmarks_dynamic", dynamic_npy)

@@ -90,10 +90,10 @@ def resolve_face_landmarker(explicit: str | os.PathLike | None = None) -> tuple[
 
     Order: ``explicit`` (the ``--face-landmarker`` flag), ``$FLAMEFIT_FACE_LANDMARKER``, config ``[paths]
     face_landmarker``, the data dir, then an installed distribution that bundles the file (see
-    :mod:`flamefit.model.files`). A path given explicitly (argument, environment, config) that is missing or
+    :mod:`flamefit.assets`). A path given explicitly (argument, environment, config) that is missing or
     not a valid bundle raises :class:`ModelFileError`: a typo must not silently drop the blendshapes.
     """
-    from flamefit.model.files import not_found_message, resolve_asset
+    from flamefit.assets import not_found_message, resolve_asset
 
     path = resolve_asset("face_landmarker", explicit, required=False)
     if path is None:
@@ -132,7 +132,7 @@ class _TaskFace:
 
 
 def _import_tasks():
-    from flamefit.observe.landmarks import _quiet_stderr
+    from flamefit.observe._imgops import _quiet_stderr
 
     os.environ.setdefault("GLOG_minloglevel", "2")
     try:
@@ -160,7 +160,7 @@ class FaceLandmarkerTask:
         self._last_ts_ms = -1
 
     def _make(self):
-        from flamefit.observe.landmarks import _quiet_stderr
+        from flamefit.observe._imgops import _quiet_stderr
 
         mp, BaseOptions, vision = _import_tasks()
         # the model bytes, not the path: MediaPipe cannot open paths with some non-ASCII characters
@@ -228,7 +228,7 @@ def _box(xy: np.ndarray) -> np.ndarray:
 
 def _match(faces: list[_TaskFace], lmks_dense: np.ndarray) -> _TaskFace | None:
     """The task's face that is ours (landmark boxes overlap >= 0.5), or None."""
-    from flamefit.observe.landmarks import _iou
+    from flamefit.observe._imgops import _iou
 
     ours = _box(lmks_dense)
     best = max(faces, key=lambda f: _iou(_box(f.lmks), ours), default=None)
@@ -262,7 +262,7 @@ def measure_expression(task: FaceLandmarkerTask, rgb8: np.ndarray, lmks_dense: n
     FFHQ faces turned by 90 degrees, the whole-image scores were off by up to 0.5 (a smile of 0.51 read as
     0.02), the upright crop's by <= 0.03 on average). ``whole_image=False`` goes straight to the crop.
     """
-    from flamefit.observe.landmarks import _rot_image, _square_crop
+    from flamefit.observe._imgops import _rot_image, _square_crop
 
     k = _upright_quarter_turns(lmks_dense)
     face = None

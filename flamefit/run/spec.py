@@ -2,7 +2,7 @@
 
 Workers (in this process, in a local process pool, or on a Ray cluster) build themselves from a
 :class:`RunSpec` alone: asset paths are resolved here, in the parent, through
-:func:`flamefit.model.files.resolve_asset` (flag, environment, config file, data directory), and the config is
+:func:`flamefit.assets.resolve_asset` (flag, environment, config file, data directory), and the config is
 carried as a plain dict. In a worker process :func:`pin_environment` then makes the library's own look-ups see
 exactly these paths (and no config file or data directory), so a worker never depends on its environment or on
 the user's config file.
@@ -62,10 +62,10 @@ def resolve_assets(flame=None, texture_space=None, landmarks_static=None, landma
                    **others) -> dict[str, str | None]:
     """Resolve every model asset ONCE (flag, environment, config file, data directory), to absolute paths.
 
-    The FLAME model is required; the others (every kind in :data:`flamefit.model.files.ASSETS`) are None when
+    The FLAME model is required; the others (every kind in :data:`flamefit.assets.ASSETS`) are None when
     not found. ``texture_space='none'`` chooses the free albedo map. ``others``: explicit paths of further asset
     kinds (e.g. ``uv=``). Raises ModelFileError naming the path when an explicitly given file does not exist."""
-    from flamefit.model.files import ASSETS, resolve_asset
+    from flamefit.assets import ASSETS, resolve_asset
 
     explicit = {"flame": flame, "texture_space": texture_space, "landmarks_static": landmarks_static,
                 "landmarks_dynamic": landmarks_dynamic, **others}
@@ -103,7 +103,7 @@ def pin_environment(spec: RunSpec) -> None:
     for var in [v for v in os.environ if v.startswith("FLAMEFIT_") and v not in _KEEP_ENV]:
         del os.environ[var]
     if spec.assets:
-        from flamefit.model.files import ASSETS  # imports torch (via flamefit.model): only when there are assets
+        from flamefit.assets import ASSETS  # imports torch (via flamefit.model): only when there are assets
 
         for kind, path in spec.assets.items():
             if path and kind in ASSETS:

