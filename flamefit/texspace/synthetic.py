@@ -58,13 +58,16 @@ def _smooth_field(gen: torch.Generator, cells: int, H: int, W: int) -> torch.Ten
 
 def make_synthetic_space(vt, ft, size: int | tuple[int, int] = 256, n_components: int = 10, *, seed: int = 0,
                          n_blobs: int = 3, region: torch.Tensor | None = None, sd_first: float = 0.05,
-                         decay: float = 0.8) -> SyntheticSpace:
+                         decay: float = 0.8, asymmetry: float = 0.3) -> SyntheticSpace:
     """A known texture space on the layout (``vt`` (T,2), ``ft`` (F,3)) at ``size`` texels.
 
     ``n_components - n_blobs`` smooth colour fields (two colour directions each, coarse to fine) and ``n_blobs``
     localized Gaussian patches; field k has sd ``sd_first * decay**k`` (RMS over the region, RGB 0..1), blob k a
     peak of ``2 * sd_first * decay**k``.
     The mean is a warm skin tone with a smooth variation. ``region`` (H,W) bool defaults to the layout coverage.
+    Faces are nearly left-right symmetric, and so is FLAME's layout about u = 1/2: each field is its mirror-symmetric
+    part (under u -> 1 - u) plus ``asymmetry`` times its antisymmetric part, and every other blob comes with its
+    mirror twin.
     """
     H, W = (size, size) if isinstance(size, int) else size
     vt_t = torch.as_tensor(np.asarray(vt), dtype=torch.float64)
@@ -87,17 +90,20 @@ def make_synthetic_space(vt, ft, size: int | tuple[int, int] = 256, n_components
         c2 = torch.nn.functional.normalize(torch.randn(3, generator=gen, dtype=torch.float64), dim=0)
         f = (_smooth_field(gen, cells, H, W).unsqueeze(-1) * c1
              + 0.5 * _smooth_field(gen, cells, H, W).unsqueeze(-1) * c2)
-        comps.append(f)
+        sym, anti = 0.5 * (f + f.flip(1)), 0.5 * (f - f.flip(1))
+        comps.append(sym + asymmetry * anti)
     # blobs inside the region: centres drawn among region texels
     idx = torch.nonzero(region.reshape(-1)).squeeze(1)
     yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64),
                             indexing="ij")
-    for _ in range(n_blobs):
+    for j in range(n_blobs):
         centre = idx[int(torch.randint(0, idx.numel(), (1,), generator=gen))]
         cy, cx = float(centre // W), float(centre % W)
         radius = float(0.04 + 0.06 * torch.rand(1, generator=gen, dtype=torch.float64)) * min(H, W)
         col = torch.nn.functional.normalize(torch.randn(3, generator=gen, dtype=torch.float64), dim=0)
         g = torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius * radius))
+        if j % 2 == 0:
+            g = g + g.flip(1)  # a symmetric pair (e.g. both cheeks)
         comps.append(g.unsqueeze(-1) * col)
     basis = []
     for k, c in enumerate(comps):
