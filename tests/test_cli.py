@@ -156,3 +156,10 @@ def test_readme_exit_code_table_matches_errors_module():
     section = README.read_text(encoding="utf-8").split("### Errors and exit codes", 1)[1]
     codes = {int(c) for c in re.findall(r"^\| (\d+) \| ", section, flags=re.M)}
     assert codes == set(errors.EXIT_CODES)
+
+
+@pytest.mark.parametrize("bench", ["model", "render", "fit"])
+def test_every_bench_validates_threads(capsys, bench):
+    code, _, err = run_cli(capsys, ["bench", bench, "--threads", "-3"])
+    assert code == errors.EXIT_USAGE
+    assert_one_line_error(err, "--threads")

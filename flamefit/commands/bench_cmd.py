@@ -12,7 +12,7 @@ import importlib
 
 import click
 
-from flamefit.commands._options import setup_torch, threads_line, threads_option
+from flamefit.commands._options import parse_threads, setup_torch, threads_line, threads_option
 
 BENCHMARKS = {
     "model": "FLAME forward+backward time (batch 1 and 64).",
@@ -20,6 +20,12 @@ BENCHMARKS = {
     "fit": "Single-image fitting: synthetic recovery, real-image accuracy, speed.",
     "observe": "Landmark NME, skin-mask IoU and detection time on the shared images (--correspondence: FLAME).",
 }
+
+
+def _check_threads(_ctx, _param, value):
+    if value is not None:
+        parse_threads(value)  # raises ConfigError (exit 2) for values outside [1, 1024]
+    return value
 
 
 class _BenchGroup(click.Group):
@@ -35,7 +41,12 @@ class _BenchGroup(click.Group):
             if exc.name == f"flamefit.bench.{name}":
                 return None
             raise
-        return module.command
+        command = module.command
+        for param in command.params:
+            # A benchmark's own --threads gets the same validation as everywhere (a clear error, not torch's).
+            if param.name == "threads" and param.callback is None:
+                param.callback = _check_threads
+        return command
 
     def format_commands(self, ctx, formatter):
         with formatter.section("Benchmarks"):

@@ -175,6 +175,11 @@ def load_restricted(path: str | Path, globals_seen: set[str] | None = None) -> A
         raise ModelFileError(f"{path}: cannot read the file ({exc.strerror}).") from exc
     if data[:6] == b"\x93NUMPY":
         return _load_npy(data, str(path))
+    if data[:4] == b"PK\x03\x04":  # a zip archive: .npz (texture space, UV layout) or a torch checkpoint
+        raise ModelFileError(
+            f"{path}: this is a zip archive (e.g. an .npz texture space or UV layout), not a pickled model file. "
+            "Give it where it belongs (--texture-space, $FLAMEFIT_UV_LAYOUT) and the FLAME model .pkl here."
+        )
     return loads_restricted(data, str(path), globals_seen)
 
 

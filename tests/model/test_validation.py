@@ -165,3 +165,9 @@ def test_mesh_landmarks_validate_against():
     lmk.validate_against(10)
     with pytest.raises(ModelFileError, match="span 0 to 9, but the model has 9 faces"):
         lmk.validate_against(9, "dense correspondence")
+
+
+def test_npz_given_as_model_says_what_it_is(tmp_path):
+    np.savez(tmp_path / "FLAME_texture.npz", **_texture())
+    with pytest.raises(ModelFileError, match="zip archive .* not a pickled model file"):
+        read_flame_file(tmp_path / "FLAME_texture.npz")
