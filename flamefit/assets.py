@@ -125,7 +125,12 @@ def candidates(kind: str, explicit: str | Path | None = None) -> list[tuple[str,
     if os.environ.get(asset.env):
         out.append((f"${asset.env}", Path(os.environ[asset.env]).expanduser()))
     cfg_file = config_path()
-    configured = read_config(cfg_file).get("paths", {}).get(kind)
+    paths = read_config(cfg_file).get("paths", {})
+    if not isinstance(paths, dict):
+        raise ConfigError(f"{cfg_file}: `paths` must be a table ([paths] with kind = \"PATH\" lines), not {paths!r}")
+    configured = paths.get(kind)
+    if configured is not None and not isinstance(configured, str):
+        raise ConfigError(f"{cfg_file}: [paths] {kind} must be a path string, not {configured!r}")
     if configured:
         p = Path(configured).expanduser()
         out.append((f"config {cfg_file}", p if p.is_absolute() else cfg_file.parent / p))

@@ -163,3 +163,17 @@ def test_every_bench_validates_threads(capsys, bench):
     code, _, err = run_cli(capsys, ["bench", bench, "--threads", "-3"])
     assert code == errors.EXIT_USAGE
     assert_one_line_error(err, "--threads")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("paths = 3\n", "`paths` must be a table"),
+    ("[paths]\nflame = 5\n", "[paths] flame must be a path string"),
+    ("[paths\n", "invalid TOML config file"),
+])
+def test_bad_user_config_file(capsys, monkeypatch, tmp_path, text, fragment):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+    monkeypatch.setenv("FLAMEFIT_CONFIG", str(cfg))
+    code, _, err = run_cli(capsys, ["model", "info"])
+    assert code == errors.EXIT_USAGE
+    assert_one_line_error(err, "config.toml", fragment)
