@@ -25,6 +25,8 @@ _RUN_OPTIONS = [
     click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
                  help="How often an item is retried when its worker process dies (killed, crashed)."),
     click.option("--recursive", is_flag=True, help="Folders given as inputs: include images in sub-folders."),
+    click.option("--shard", metavar="I/N", help="Process only shard I of N (0-based; every N-th image from I), "
+                 "e.g. one shard per machine. Names are those of the whole input list."),
     click.option("--progress/--no-progress", default=True, show_default=True,
                  help="Show a progress display (on stderr; per-item lines are printed either way)."),
 ]
@@ -35,6 +37,20 @@ def run_options(fn):
     for opt in reversed(_RUN_OPTIONS):
         fn = opt(fn)
     return fn
+
+
+def take_shard(items: list, text: str | None) -> list:
+    """The items of ``--shard I/N`` (all items without it)."""
+    if not text:
+        return items
+    from flamefit.errors import ConfigError
+    from flamefit.run.items import shard
+
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r}: use I/N with integers, e.g. 0/4 (the first of four shards)") from None
+    return shard(items, index, count)
 
 
 def make_executor(workers: int, use_ray: bool, ray_address: str | None, debug: bool = False, reporter=None):

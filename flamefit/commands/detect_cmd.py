@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from flamefit.commands._common import make_executor, run_options
+from flamefit.commands._common import make_executor, run_options, take_shard
 from flamefit.commands._options import threads_option
 from flamefit.io.detections import draw_overlay  # noqa: F401 - re-exported: its old home
 
@@ -47,7 +47,7 @@ def _parse_select(value: str) -> str | int:
 @run_options
 @click.pass_context
 def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_weights, overlay, threads, workers,
-           use_ray, ray_address, retries, recursive, progress) -> None:
+           use_ray, ray_address, retries, recursive, shard, progress) -> None:
     """Detect MediaPipe's 478 landmarks, the 68 iBUG points and a skin mask in IMAGE files (or folders)."""
     from flamefit.commands._options import resolve_threads
     from flamefit.errors import ConfigError
@@ -58,7 +58,7 @@ def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_we
     debug = bool((ctx.obj or {}).get("debug"))
     face = _parse_select(select)
     n_threads = resolve_threads(threads)  # validated here; applied in the workers (detection needs no torch)
-    items = image_items(images, recursive=recursive)
+    items = take_shard(image_items(images, recursive=recursive), shard)
     options = {"select": face, "mask": mask, "mask_backend": mask_backend, "overlay": overlay,
                "bisenet_weights": None if bisenet_weights is None else str(Path(bisenet_weights).resolve()),
                "landmarks_in_record": as_json}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from flamefit.commands._common import make_executor, run_options
+from flamefit.commands._common import make_executor, run_options, take_shard
 from flamefit.commands._options import torch_options
 
 _MODEL_OPTIONS = [
@@ -83,7 +83,7 @@ def _save_config(cfg_dict: dict, out_dir: Path) -> None:
 @click.option("--overwrite", is_flag=True, help="Refit images whose outputs already exist.")
 @click.pass_context
 def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides, device,
-        threads, out_dir, workers, use_ray, ray_address, retries, recursive, progress, mesh, overlay, render,
+        threads, out_dir, workers, use_ray, ray_address, retries, recursive, shard, progress, mesh, overlay, render,
         verify, overwrite) -> None:
     """Fit FLAME (shape, expression, pose, camera, texture, light) to each IMAGE (files or folders)."""
     from flamefit.commands._options import resolve_threads, setup_torch
@@ -94,7 +94,7 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
     torch_device = setup_torch(device, threads)  # validates --device/--threads before any work
     cfg, cfg_dict = _config(config_file, overrides)
     assets = resolve_assets(flame, texture_space, landmarks_static, landmarks_dynamic)
-    items = image_items(images, recursive=recursive)
+    items = take_shard(image_items(images, recursive=recursive), shard)
     kinds = [k for k, on in (("mesh", mesh), ("overlay", overlay), ("render", render)) if on]
     spec = RunSpec(worker="fit", out_dir=str(out_dir), assets=assets, cache_dir=resolve_cache_dir(),
                    config=cfg_dict, outputs=list(normalise_outputs(kinds)), device=str(torch_device),

@@ -210,6 +210,31 @@ class OutputSet:
         return True
 
 
+def remove_stale_temporaries(out_dir: str | os.PathLike, max_age_s: float = 3600.0) -> int:
+    """Delete staging folders and temporary files that a killed process left in ``out_dir`` (older than
+    ``max_age_s``: a live writer's are seconds old, also when it runs on another machine). Returns how many."""
+    import time
+
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return 0
+    now, n = time.time(), 0
+    for p in out_dir.iterdir():
+        if not p.name.startswith((".staging-", ".tmp-")):
+            continue
+        try:
+            if now - p.stat().st_mtime < max_age_s:
+                continue
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            n += 1
+        except OSError:
+            pass  # another process cleaned it first
+    return n
+
+
 def remove_done(out_dir: str | os.PathLike, name: str) -> None:
     """Forget that ``name`` is finished (its files stay until they are replaced)."""
     with contextlib.suppress(FileNotFoundError):

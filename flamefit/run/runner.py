@@ -59,7 +59,7 @@ def run_items(spec: RunSpec, items: Sequence[Item], executor=None, reporter=None
 
     With ``skip_finished`` (and ``spec.out_dir``, and not ``spec.overwrite``), items whose outputs are a
     finished set (:func:`flamefit.io.outputs.is_finished`) are skipped without starting any worker."""
-    from flamefit.io.outputs import is_finished
+    from flamefit.io.outputs import is_finished, remove_stale_temporaries
     from flamefit.run.executors import InProcessExecutor
 
     t0 = time.perf_counter()
@@ -77,6 +77,7 @@ def run_items(spec: RunSpec, items: Sequence[Item], executor=None, reporter=None
             todo.append(item)
     if spec.out_dir:
         Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(spec.out_dir)  # left by killed runs
 
     def _record(rec: Record) -> None:
         by_name[rec.name] = rec

@@ -64,6 +64,21 @@ def test_interrupted_overwrite_is_not_skipped(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".staging")]
 
 
+def test_stale_temporaries_are_removed(tmp_path):
+    from flamefit.io.outputs import remove_stale_temporaries
+
+    old_dir, old_file, fresh = tmp_path / ".staging-1-abc", tmp_path / ".tmp-1-abc-x.npz", tmp_path / ".staging-2-d"
+    old_dir.mkdir()
+    (old_dir / "x.npz").write_bytes(b"half")
+    old_file.write_bytes(b"half")
+    fresh.mkdir()
+    (tmp_path / "keep.npz").write_bytes(b"x")
+    for p in (old_dir, old_file):
+        os.utime(p, (1, 1))
+    assert remove_stale_temporaries(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".staging-2-d", "keep.npz"]
+
+
 def test_not_overwriting_keeps_a_set_finished_meanwhile(tmp_path):
     assert _publish(tmp_path, "x", "first")
     assert _publish(tmp_path, "x", "second", overwrite=False) is False

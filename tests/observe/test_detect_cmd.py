@@ -70,6 +70,12 @@ def test_detect_folder_and_same_names(tmp_path, ffhq_dir, detector):
     for name in ("x_face", "y_face"):
         assert is_finished(out, name, ["npz"], verify_hashes=True)
     assert not np.allclose(np.load(out / "x_face.npz")["lmks_68"], np.load(out / "y_face.npz")["lmks_68"])
+    # --shard I/N: every N-th image from I, with the names of the whole list
+    out2 = tmp_path / "out2"
+    args = ["detect", str(tmp_path / "in" / "x"), str(tmp_path / "in" / "y"), "--out", str(out2), "--no-overlay"]
+    assert main([*args, "--shard", "1/2"]) == 0
+    assert sorted(p.name for p in out2.glob("*.npz")) == ["y_face.npz"]
+    assert main([*args, "--shard", "2/2"]) == 2  # ConfigError: no such shard
 
 
 def test_detect_needs_an_output(images, capsys):
