@@ -107,8 +107,10 @@ def dense_correspondence(model, cache_dir: str | os.PathLike | None = None, *, r
         if path.is_file():
             try:
                 with np.load(path) as data:
-                    return MeshLandmarks(torch.as_tensor(data["face_idx"]), torch.as_tensor(data["bary"]))
-            except (OSError, KeyError, ValueError):
+                    cached = MeshLandmarks(torch.as_tensor(data["face_idx"]), torch.as_tensor(data["bary"]))
+                cached.validate_against(int(model.faces.shape[0]), str(path))  # never index past the mesh
+                return cached
+            except (OSError, KeyError, ValueError, TypeError, ModelFileError):
                 pass  # a damaged cache file is recomputed
         if failed.is_file():  # this model has no derivable correspondence: say so at once, every time
             raise ModelFileError(f"{failed.read_text().strip()} (cached in {failed}; refresh=True retries)")
