@@ -228,10 +228,11 @@ class RayExecutor:
     already initialised in this process is used, else a local one is started (and stopped afterwards)."""
 
     def __init__(self, workers: int | None = None, address: str | None = None,
-                 on_dispatch: Callable[[Item], None] | None = None):
+                 on_dispatch: Callable[[Item], None] | None = None, gpus_per_worker: float | None = None):
         if workers is not None and workers < 1:
             raise ConfigError(f"--workers {workers}: need at least 1 worker")
         self.workers = workers
+        self.gpus_per_worker = gpus_per_worker  # None: 1 for a CUDA device, else 0 (fractions share a GPU)
         self.address = address
         self.on_dispatch = on_dispatch
 
@@ -260,9 +261,13 @@ class RayExecutor:
     def _run(self, ray, spec: RunSpec, items: Sequence[Item], on_record: OnRecord) -> None:
         from ray.exceptions import RayActorError, WorkerCrashedError
 
-        n = self.workers or max(int(ray.cluster_resources().get("CPU", 1)), 1)
+        # a CUDA run needs Ray to hand each actor a GPU (Ray hides the GPUs from actors that asked for none)
+        gpus = self.gpus_per_worker if self.gpus_per_worker is not None else (
+            1.0 if spec.device.startswith("cuda") else 0.0)
+        res = ray.cluster_resources()
+        n = self.workers or max(int(res.get("GPU", 0) / gpus) if gpus else int(res.get("CPU", 1)), 1)
         n = min(n, len(items))
-        actor_cls = ray.remote(num_cpus=1, max_restarts=0)(_RayWorker)
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=0)(_RayWorker)
         spec_json = spec.to_json()
 
         def new_actor():
