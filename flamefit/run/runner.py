@@ -7,18 +7,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flamefit.errors import FlamefitError
+from flamefit.errors import FlamefitError, ItemsFailed
 from flamefit.run.items import Item
 from flamefit.run.spec import RunSpec
 from flamefit.run.worker import FAILED, OK, SKIPPED, Record
-
-try:  # the exit codes are documented in flamefit/errors.py; this fallback only bridges until it defines it
-    from flamefit.errors import ItemsFailed
-except ImportError:  # pragma: no cover
-    class ItemsFailed(FlamefitError):
-        """Some items of a run failed (each was reported on its own line); the others were written."""
-
-        exit_code = 7
 
 
 @dataclass

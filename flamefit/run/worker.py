@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
-from flamefit.errors import ConfigError, FlamefitError
+from flamefit.errors import EXIT_INTERNAL, ConfigError, FlamefitError
 from flamefit.run.items import Item
 from flamefit.run.spec import RunSpec
 
@@ -69,7 +69,8 @@ def failure(item: Item, exc: BaseException, seconds: float = 0.0, attempts: int 
     if isinstance(exc, FlamefitError):
         msg, code = one_line(str(exc)), exc.exit_code
     else:
-        msg, code = one_line(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"), 1
+        msg = one_line(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
+        code = EXIT_INTERNAL
     return Record(item.name, item.source, FAILED, message=msg, error_type=type(exc).__name__, exit_code=code,
                   seconds=seconds, attempts=attempts)
 

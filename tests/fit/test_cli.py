@@ -45,7 +45,7 @@ def batch_run(env, shared_assets, tmp_path_factory):
 
 
 def test_bad_images_reported_and_others_go_on(batch_run):
-    from flamefit.run import ItemsFailed
+    from flamefit.errors import ItemsFailed
 
     rc, out, _ = batch_run
     assert rc == ItemsFailed.exit_code  # one code for "some items failed"

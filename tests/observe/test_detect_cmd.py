@@ -46,7 +46,7 @@ def test_detect_json(images, capsys):
 
 
 def test_detect_json_with_a_failure(images, capsys):
-    from flamefit.run import ItemsFailed
+    from flamefit.errors import ItemsFailed
 
     code = main(["detect", *images, "--json", "--no-mask"])
     captured = capsys.readouterr()

@@ -45,7 +45,7 @@ def _same_results(a_dir, b_dir, names=NAMES):
 
 
 def test_in_process_folder_run(folder_env):
-    from flamefit.run import ItemsFailed
+    from flamefit.errors import ItemsFailed
 
     images, out, rc = folder_env
     assert rc == ItemsFailed.exit_code  # broken.png failed, the two faces were fitted
