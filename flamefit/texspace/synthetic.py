@@ -66,8 +66,8 @@ def make_synthetic_space(vt, ft, size: int | tuple[int, int] = 256, n_components
     peak of ``2 * sd_first * decay**k``.
     The mean is a warm skin tone with a smooth variation. ``region`` (H,W) bool defaults to the layout coverage.
     Faces are nearly left-right symmetric, and so is FLAME's layout about u = 1/2: each field is its mirror-symmetric
-    part (under u -> 1 - u) plus ``asymmetry`` times its antisymmetric part, and every other blob comes with its
-    mirror twin.
+    part (under u -> 1 - u) plus ``asymmetry`` times its antisymmetric part (the mean's variation too), and every
+    other blob comes with its mirror twin.
     """
     H, W = (size, size) if isinstance(size, int) else size
     vt_t = torch.as_tensor(np.asarray(vt), dtype=torch.float64)
@@ -80,8 +80,9 @@ def make_synthetic_space(vt, ft, size: int | tuple[int, int] = 256, n_components
         raise ValueError(f"need 1 <= n_components and 0 <= n_blobs <= n_components, got {K}, {n_blobs}")
     gen = torch.Generator().manual_seed(int(seed))
     base = torch.tensor([0.70, 0.52, 0.43], dtype=torch.float64)
-    mean = base + 0.04 * _smooth_field(gen, 4, H, W).unsqueeze(-1) * torch.tensor([1.0, 0.8, 0.7],
-                                                                                  dtype=torch.float64)
+    mf = _smooth_field(gen, 4, H, W)
+    mf = 0.5 * (mf + mf.flip(1)) + asymmetry * 0.5 * (mf - mf.flip(1))
+    mean = base + 0.04 * mf.unsqueeze(-1) * torch.tensor([1.0, 0.8, 0.7], dtype=torch.float64)
     comps = []
     n_fields = K - n_blobs
     for k in range(n_fields):
