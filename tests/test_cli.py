@@ -159,10 +159,17 @@ def test_readme_exit_code_table_matches_errors_module():
 
 
 @pytest.mark.parametrize("bench", ["model", "render", "fit"])
-def test_every_bench_validates_threads(capsys, bench):
+def test_every_bench_validates_threads_and_device(capsys, bench):
     code, _, err = run_cli(capsys, ["bench", bench, "--threads", "-3"])
     assert code == errors.EXIT_USAGE
     assert_one_line_error(err, "--threads")
+    code, _, err = run_cli(capsys, ["bench", bench, "--device", "banana"])
+    assert code == errors.EXIT_USAGE
+    assert_one_line_error(err, "valid forms")
+    if not torch.cuda.is_available():
+        code, _, err = run_cli(capsys, ["bench", bench, "--device", "cuda"])
+        assert code == errors.EXIT_USAGE
+        assert_one_line_error(err, "no CUDA device is visible")
 
 
 @pytest.mark.parametrize("text, fragment", [

@@ -73,11 +73,21 @@ def setup_torch(device: str | None, threads: str | int | None) -> torch.device:
     Raises ConfigError (one line, says what to do) for an unknown device form, a CUDA device when none is
     visible or the index is out of range, or a threads value outside [1, 1024]. Call it before any work.
     """
-    name = parse_device(device)
+    name = check_device(device)
     n_threads = resolve_threads(threads)
     import torch
 
+    if n_threads is not None and torch.get_num_threads() != n_threads:
+        torch.set_num_threads(n_threads)
+    return torch.device(name)
+
+
+def check_device(device: str | None) -> str:
+    """:func:`parse_device`, then check that a CUDA device is visible (ConfigError saying to use --device cpu)."""
+    name = parse_device(device)
     if name.startswith("cuda"):
+        import torch
+
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {name}: no CUDA device is visible to torch (CPU-only torch build, no GPU, "
                               "or CUDA_VISIBLE_DEVICES hides it); use --device cpu")
@@ -86,9 +96,7 @@ def setup_torch(device: str | None, threads: str | int | None) -> torch.device:
         if index >= count:
             raise ConfigError(f"--device {name}: only {count} CUDA device(s) visible (indices 0 to {count - 1}); "
                               "use one of those or --device cpu")
-    if n_threads is not None and torch.get_num_threads() != n_threads:
-        torch.set_num_threads(n_threads)
-    return torch.device(name)
+    return name
 
 
 def threads_info() -> dict:

@@ -12,7 +12,7 @@ import importlib
 
 import click
 
-from flamefit.commands._options import parse_threads, setup_torch, threads_line, threads_option
+from flamefit.commands._options import check_device, parse_threads, setup_torch, threads_line, threads_option
 
 BENCHMARKS = {
     "model": "FLAME forward+backward time (batch 1 and 64).",
@@ -26,6 +26,11 @@ def _check_threads(_ctx, _param, value):
     if value is not None:
         parse_threads(value)  # raises ConfigError (exit 2) for values outside [1, 1024]
     return value
+
+
+def _check_device(_ctx, _param, value):
+    # ConfigError (exit 2) for an unknown form or a CUDA device that is not there; returns the normalised name
+    return check_device(value) if value is not None else value
 
 
 class _BenchGroup(click.Group):
@@ -46,6 +51,8 @@ class _BenchGroup(click.Group):
             # A benchmark's own --threads gets the same validation as everywhere (a clear error, not torch's).
             if param.name == "threads" and param.callback is None:
                 param.callback = _check_threads
+            elif param.name == "device" and param.callback is None:
+                param.callback = _check_device
         return command
 
     def format_commands(self, ctx, formatter):
