@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("interrupted", err=True)
         return EXIT_INTERRUPTED
     except click.UsageError as exc:
+        if exc.ctx is not None and type(exc).__name__ == "NoArgsIsHelpError":  # `flamefit`, `flamefit model`
+            click.echo(exc.ctx.get_help())
+            return 0
         # One line: the message and where to look (click's own display adds a multi-line usage block).
         cmd = exc.ctx.command_path if exc.ctx is not None else "flamefit"
         click.echo(f"error: {one_line(exc.format_message()).rstrip('.')}; see `{cmd} --help`", err=True)

@@ -184,3 +184,8 @@ def test_bad_user_config_file(capsys, monkeypatch, tmp_path, text, fragment):
     code, _, err = run_cli(capsys, ["model", "info"])
     assert code == errors.EXIT_USAGE
     assert_one_line_error(err, "config.toml", fragment)
+
+
+def test_no_arguments_shows_help(capsys):
+    code, out, err = run_cli(capsys, [])
+    assert code == 0 and out.startswith("Usage: flamefit") and "Commands:" in out and not err
