@@ -10,6 +10,8 @@
 * Real images (../shared/assets/images): NME of the fit's projected 68 points against the reference 68 points
   (normalised by the outer-eye-corner distance), skin PSNR with the PCA texture only and with the texel offset,
   seconds per image (fit only, and with detection).
+* Per-stage seconds (median) and iterations actually run (early stopping).
+* Throughput: images/s when B independent synthetic images are fitted as one batch (B = 1, 8, 32 by default).
 """
 
 from __future__ import annotations
@@ -44,7 +46,22 @@ def _fitter(assets: Path, overrides=(), device="cpu"):
 
 def _stage_times(raw) -> dict:
     out = {f"{s.name}_s": s.seconds for s in raw.stages}
+    out.update({f"{s.name}_iters": getattr(s, "iters_run", s.iters) for s in raw.stages})
     out["init_s"] = raw.init_seconds
+    return out
+
+
+def throughput(fitter, batch_sizes=(1, 8, 32), seed0: int = 5000) -> dict:
+    """images/s for B independent synthetic images (300x272) fitted as one batch, per B."""
+    from flamefit.fit import synthetic as S
+
+    out = {}
+    for B in batch_sizes:
+        targets = [S.make_case(fitter, seed=seed0 + k, height=300, width=272).target for k in range(B)]
+        t0, c0 = time.perf_counter(), time.process_time()
+        fitter.fit_batch(targets)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        out[str(B)] = {"seconds": wall, "cpu_seconds": cpu, "images_per_s": B / wall, "images_per_cpu_s": B / cpu}
     return out
 
 
@@ -82,6 +99,8 @@ def synthetic(fitter, n: int = 20, seed0: int = 1000) -> dict:
     summary["mean_aligned_mm"] = float(np.mean([r["aligned_mm"] for r in rows]))
     stages = sorted({k for r in rows for k in r if k.endswith("_s") and k not in ("fit_s", "fit_cpu_s")})
     summary["median_stage_s"] = {k: float(np.median([r.get(k, 0.0) for r in rows])) for k in stages}
+    iters = sorted({k for r in rows for k in r if k.endswith("_iters")})
+    summary["median_stage_iters"] = {k: float(np.median([r.get(k, 0) for r in rows])) for k in iters}
     return {"cases": rows, **summary}
 
 
@@ -143,9 +162,19 @@ def real(fitter, assets: Path) -> dict:
     return {"images": rows, **summary}
 
 
-def run(n: int = 20, assets: str | None = None, do_real: bool = True, overrides=(), device: str = "cpu") -> dict:
+def _threads_info() -> dict:
     import torch
 
+    info = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    try:
+        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+def run(n: int = 20, assets: str | None = None, do_real: bool = True, overrides=(), device: str = "cpu",
+        batch_sizes=(1, 8, 32)) -> dict:
     from flamefit.bench.common import environment
 
     root = _assets(assets)
@@ -164,7 +193,7 @@ def run(n: int = 20, assets: str | None = None, do_real: bool = True, overrides=
         "landmarks_note": "synthetic: 'detected' 68 points = ground-truth projection + 1 px noise (no MediaPipe); "
                           "focal length known",
         "device": device,
-        "threads": torch.get_num_threads(),
+        **_threads_info(),
         "build_fitter_s": build_s,
         "first_fit_s_including_warmup": first_fit_s,
         "config": {k: v for k, v in _cfg_summary(fitter.cfg).items()},
@@ -174,12 +203,16 @@ def run(n: int = 20, assets: str | None = None, do_real: bool = True, overrides=
         report["synthetic"] = synthetic(fitter, n=n)
     if do_real:
         report["real"] = real(fitter, root)
+    if batch_sizes:
+        report["throughput"] = throughput(fitter, batch_sizes)
+    report["loadavg_end"] = _threads_info().get("loadavg")
     return report
 
 
 def _cfg_summary(cfg) -> dict:
     return {"resolution": cfg.resolution, "n_shape": cfg.n_shape, "n_expr": cfg.n_expr,
-            "iters": {s: getattr(cfg, s).iters for s in ("rigid", "landmarks", "photometric", "offset")}}
+            "iters": {s: getattr(cfg, s).iters for s in ("rigid", "landmarks", "appearance", "photometric",
+                                                         "offset")}}
 
 
 @click.command(name="fit")
@@ -188,9 +221,11 @@ def _cfg_summary(cfg) -> dict:
 @click.option("--real/--no-real", "do_real", default=True, show_default=True, help="Also fit the real images.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Fit config overrides.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, help="torch CPU threads (default: torch's choice).")
+@click.option("--threads", type=int, help="torch CPU threads (default: the bench group's setting).")
+@click.option("--batch-sizes", default="1,8,32", show_default=True,
+              help="Throughput: B images fitted as one batch, per B (comma-separated; '' skips).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def command(n, assets, do_real, overrides, device, threads, as_json):
+def command(n, assets, do_real, overrides, device, threads, batch_sizes, as_json):
     """Single-image fitting: synthetic recovery (mm), real-image NME and PSNR, seconds per image."""
     import json
 
@@ -199,7 +234,8 @@ def command(n, assets, do_real, overrides, device, threads, as_json):
 
         torch.set_num_threads(threads)
 
-    report = run(n, assets, do_real, overrides, device)
+    sizes = tuple(int(x) for x in batch_sizes.split(",") if x.strip())
+    report = run(n, assets, do_real, overrides, device, sizes)
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -220,6 +256,8 @@ def command(n, assets, do_real, overrides, device, threads, as_json):
     t.add_row("median", *[f"{syn['median_' + c]:.2f}" for c in cols[1:]])
     console.print(t)
     console.print("median stage seconds: " + ", ".join(f"{k}={v:.2f}" for k, v in syn["median_stage_s"].items()))
+    console.print("median stage iterations: " + ", ".join(f"{k}={v:.0f}" for k, v in
+                                                          syn.get("median_stage_iters", {}).items()))
     if "real" in report:
         rt = Table(title="Real images")
         rc = ["image", "nme_fit_vs_ref", "nme_detected_vs_ref", "skin_psnr_pca_db", "skin_psnr_offset_db", "fit_s",
@@ -231,6 +269,9 @@ def command(n, assets, do_real, overrides, device, threads, as_json):
                          for c in rc])
         console.print(rt)
         console.print(", ".join(f"{k}={v:.3f}" for k, v in report["real"].items() if k.startswith("median")))
+    for B, row in report.get("throughput", {}).items():
+        console.print(f"batch of {B}: {row['images_per_s']:.2f} images/s ({row['images_per_cpu_s']:.2f} per CPU-s)")
     first = report["first_fit_s_including_warmup"]
+    console.print(f"load average {report.get('loadavg')} -> {report.get('loadavg_end')}")
     console.print(f"device {report['device']}, threads {report['threads']}, fitter built in "
                   f"{report['build_fitter_s']:.1f} s, first fit (with warm-up) {first:.1f} s")

@@ -19,10 +19,44 @@ from flamefit.errors import ConfigError
 
 @dataclass
 class StageConfig:
-    """One optimisation stage: Adam iterations and learning rate (0 iterations skips the stage)."""
+    """One optimisation stage: at most ``iters`` Adam iterations at learning rate ``lr`` (0 iterations skips the
+    stage). ``resolution``: internal image side for the photometric stages (0: the fit's ``resolution``); a coarse
+    stage before a fine one is cheaper per iteration. An item stops early when its loss improved by less than
+    ``early_stop_rel`` (relative) over the last ``early_stop_patience`` iterations (0 patience: never)."""
 
     iters: int = 100
     lr: float = 0.01
+    resolution: int = 0
+    early_stop_patience: int = 0
+    early_stop_rel: float = 1e-3
+
+
+@dataclass
+class LRScaleConfig:
+    """Adam learning-rate multipliers per parameter (a stage's lr x this): parameters have very different scales
+    (radians, metres, pixels, sd units)."""
+
+    global_pose: float = 0.1
+    neck_pose: float = 0.05
+    jaw_pose: float = 0.2
+    eye_pose: float = 0.2
+    translation: float = 0.02
+    cam_translation: float = 0.02
+    focal_px: float = 100.0
+    shape: float = 2.5
+    expression: float = 2.5
+    tex: float = 2.5
+    light: float = 0.5
+    tex_offset: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    """The optimiser shared by all Adam stages."""
+
+    adam_beta1: float = 0.9
+    lr_final_fraction: float = 0.1  # cosine schedule from lr down to this fraction of it at the last iteration
+    lr_scale: LRScaleConfig = field(default_factory=LRScaleConfig)
 
 
 @dataclass
@@ -78,6 +112,9 @@ class TextureConfig:
     skin_rgb: tuple[float, float, float] = (0.78, 0.60, 0.50)  # free-albedo initial colour (RGB 0..1)
     light: str = "sh9x3"  # 'sh9' (shared by the channels) or 'sh9x3'
     offset: bool = True  # per-texel offset stage after the PCA fit
+    free_offset_l2_factor: float = 0.1  # the offset IS the albedo of a free map: its L2 pull to skin_rgb is weaker
+    smooth_reference_side: int = 100  # smoothness is scaled by (map side / this)^2: one weight for any map size
+    light_ridge: float = 1e-3  # damping of the closed-form SH light start (relative to the normal matrix)
 
 
 @dataclass
@@ -98,11 +135,12 @@ class FitConfig:
     photometric: StageConfig = field(default_factory=lambda: StageConfig(iters=150, lr=0.05))
     offset: StageConfig = field(default_factory=lambda: StageConfig(iters=40, lr=0.01))
     texture_only: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.01))  # fit-texture
+    optim: OptimConfig = field(default_factory=OptimConfig)
     init: InitConfig = field(default_factory=InitConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     texture: TextureConfig = field(default_factory=TextureConfig)
-    seed: int = 0
+    seed: int = 0  # unused: the fit draws no random numbers (kept so saved configs still load)
 
 
 # -- loading / overriding / saving -----------------------------------------------------------------------------

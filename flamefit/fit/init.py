@@ -63,7 +63,8 @@ def solve_pnp(points3d: np.ndarray, points2d: np.ndarray, K: np.ndarray,
 @dataclass
 class LandmarkProblem:
     """What the landmark terms need: a function from model vertices (+ params) to (B,N,3) model-frame points, the
-    targets (B,N,2) in pixels of the fitted image, per-point weights (N,), and which points suit PnP."""
+    targets (B,N,2) in pixels of the fitted image, per-point weights (N,) or per item (B,N), and which points
+    suit PnP."""
 
     points_fn: object  # callable(vertices (B,V,3), params: FlameParams) -> (B,N,3)
     targets: torch.Tensor
@@ -106,6 +107,7 @@ def _initialize_one(model, problem: LandmarkProblem, params: FlameParams, b: int
     dev, dt = p.shape.device, p.shape.dtype
     targets = problem.targets[b:b + 1]
     w = problem.weights.to(dev, dt)
+    w = w[b] if w.ndim == 2 else w  # (B,N) per-item weights or (N,) shared
     pnp_mask = problem.pnp_mask.cpu().numpy() & (w.cpu().numpy() > 0)
     K = p.intrinsics()[0].double().cpu().numpy()
     R_c = torch.as_tensor(np.eye(3) * np.array([1.0, -1.0, -1.0]), dtype=dt, device=dev)

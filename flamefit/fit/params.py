@@ -153,6 +153,8 @@ class FlameParams:
         for name in _TENSOR_FIELDS:
             if name in data:
                 values[name] = torch.as_tensor(np.asarray(data[name]), dtype=dtype, device=device)
+        if "translation" not in values and "shape" in values:  # FLAME's own translation: always 0, not saved
+            values["translation"] = torch.zeros(values["shape"].shape[0], 3, dtype=dtype, device=device)
         missing = [n for n in _TENSOR_FIELDS if n not in values and n != "tex_offset"]
         if missing:
             from flamefit.errors import ConfigError

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flamefit.fit.fitter import FitTarget, Fitter
-from flamefit.fit.landmarks import model_landmarks_68, project_points
+from flamefit.fit.fitter import Fitter
+from flamefit.fit.landmarks import model_landmarks_68
 from flamefit.fit.params import FlameParams
+from flamefit.fit.targets import FitTarget
+from flamefit.render.camera import project_points
 
 
 @dataclass

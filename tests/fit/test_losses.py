@@ -51,11 +51,27 @@ def test_photometric_robust_and_masked():
 
 
 def test_priors():
-    assert float(L.l2_prior(torch.zeros(2, 5))) == 0
-    assert float(L.l2_prior(torch.ones(2, 5))) == 5
-    assert float(L.l2_prior(torch.zeros(1, 0))) == 0
+    assert torch.equal(L.l2_prior(torch.zeros(2, 5)), torch.zeros(2))
+    assert torch.equal(L.l2_prior(torch.ones(2, 5)), torch.full((2,), 5.0))  # one value per item
+    assert L.l2_prior(torch.zeros(3, 0)).shape == (3,)
     light = torch.zeros(1, 9, 3)
     light[:, 0] = 3.0
     assert float(L.light_prior(light)) == 0  # ambient grey light costs nothing
     light[:, 1] = 1.0
     assert float(L.light_prior(light)) > 0
+
+
+def test_losses_are_per_item_and_independent():
+    """Every loss returns (B,) and item b's value does not depend on the other items (no batch normalisation)."""
+    t = torch.rand(3, 68, 2) * 200
+    pred = t + torch.randn(3, 68, 2)
+    alone = L.landmark_loss(pred[1:2], t[1:2], 224.0)
+    assert L.landmark_loss(pred, t, 224.0).shape == (3,)
+    assert torch.allclose(L.landmark_loss(pred, t, 224.0)[1:2], alone)
+    img, ren = torch.rand(3, 8, 8, 3), torch.rand(3, 8, 8, 3)
+    mask = torch.rand(3, 8, 8)
+    mask[0] *= 100  # a heavier mask on another item must not change item 1
+    assert torch.allclose(L.photometric_loss(ren, img, mask)[1:2], L.photometric_loss(ren[1:2], img[1:2], mask[1:2]))
+    tex = torch.rand(3, 4, 4, 3)
+    for fn in (L.map_l2, L.map_smoothness, L.map_symmetry):
+        assert torch.allclose(fn(tex)[1:2], fn(tex[1:2]))

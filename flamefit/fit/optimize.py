@@ -1,0 +1,190 @@
+"""The one optimisation loop: runs a :class:`flamefit.fit.stages.Stage` on a batch.
+
+Per item (row of the batch): the loss is checked for finiteness every iteration (a NaN/inf raises
+:class:`FitDivergedError` naming the item, the stage and the iteration), the best iterate is kept
+(Adam may end slightly above it) and the item stops early once converged. Items interact only through parameters
+declared shared in :class:`Sharing` (a video's identity and texture); then keep-best and early stopping act on the
+whole batch, since a shared parameter has one value for all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from flamefit.errors import FlamefitError
+from flamefit.fit.params import FlameParams
+from flamefit.fit.stages import Stage
+from flamefit.fit.terms import FitContext
+
+
+class FitDivergedError(FlamefitError):
+    """The loss of an item became NaN/inf (bad input, or a diverging optimisation)."""
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """Which parameter fields have one value for the whole batch (the rest are per item).
+
+    ``Sharing()``: independent images. ``Sharing.video()``: frames of one person (identity and texture shared)."""
+
+    shared: frozenset = frozenset()
+
+    @classmethod
+    def video(cls) -> Sharing:
+        return cls(frozenset({"shape", "tex", "tex_offset"}))
+
+    def is_shared(self, name: str) -> bool:
+        return name in self.shared
+
+
+@dataclass
+class StageLog:
+    name: str
+    iters: int
+    seconds: float
+    loss_start: float  # summed over the batch's items
+    loss_end: float
+    terms: dict = field(default_factory=dict)  # name -> value summed over items (at the kept iterate)
+    iters_run: int = 0  # iterations actually run (early stopping)
+    item_loss_start: list = field(default_factory=list)
+    item_loss_end: list = field(default_factory=list)
+
+
+def evaluate(stage: Stage, ctx: FitContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-item total (B,) and per-term (B,) losses of ``stage`` at ``ctx``."""
+    terms = {t.name: t(ctx) for t in stage.terms}
+    total = sum(terms.values())
+    return total, terms
+
+
+def _check_finite(values: torch.Tensor, batch, stage: Stage, iteration: int) -> None:
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        names = [batch.names[i] for i in torch.nonzero(bad).flatten().tolist()]
+        raise FitDivergedError(
+            f"fit diverged: the loss of {', '.join(names)} is not finite in stage '{stage.name.value}' at "
+            f"iteration {iteration}; check the input (landmarks, image) or lower the stage's lr "
+            f"(--set {stage.name.value}.lr=...)")
+
+
+def run_stage(fitter, stage: Stage, params: FlameParams, batch, sharing: Sharing | None = None,
+              callback=None) -> tuple[FlameParams, StageLog]:
+    """Run ``stage`` from ``params`` (B rows); returns the kept parameters and a log."""
+    sharing = sharing or Sharing()
+    t0 = time.perf_counter()
+    params = params.detach()
+    B = params.batch_size
+    names = [n for n in stage.free if getattr(params, n) is not None]
+    any_shared = any(sharing.is_shared(n) for n in names)
+    # leaves: shared fields hold one row, expanded to B in the loss
+    leaves = {}
+    for n in names:
+        v = getattr(params, n)
+        leaves[n] = (v[:1] if sharing.is_shared(n) else v).detach().clone().requires_grad_(True)
+    groups = [{"params": [leaves[n]], "lr": stage.lr * stage.lr_scale.get(n, 1.0)} for n in names]
+    opt = torch.optim.Adam(groups, betas=(fitter.cfg.optim.adam_beta1, fitter.cfg.adam_beta2))
+    base_lr = [g["lr"] for g in groups]
+
+    def current() -> FlameParams:
+        p = params._map(lambda t: t)
+        for n, leaf in leaves.items():
+            setattr(p, n, leaf.expand(B, *leaf.shape[1:]) if leaf.shape[0] != B else leaf)
+        return p
+
+    # keep-best per item (or for the whole batch when something is shared)
+    best = torch.full((B,), float("inf"), dtype=params.shape.dtype)
+    best_vals = {n: leaf.detach().clone() for n, leaf in leaves.items()}
+    best_terms: dict[str, torch.Tensor] = {}
+    active = torch.ones(B, dtype=torch.bool)
+    history: list[torch.Tensor] = []
+    first = None
+    iters_run = 0
+    for i in range(stage.iters):
+        f = stage.lr_factor(i)
+        for g, lr0 in zip(opt.param_groups, base_lr, strict=True):
+            g["lr"] = lr0 * f
+        opt.zero_grad(set_to_none=True)
+        ctx = FitContext(fitter, batch, current(), stage.resolution or None)
+        total, terms = evaluate(stage, ctx)
+        values = total.detach().cpu()
+        _check_finite(values, batch, stage, i)
+        if first is None:
+            first = values.clone()
+        _keep_best(values, best, best_vals, best_terms, leaves, terms, any_shared, active)
+        history.append(values)
+        total.sum().backward()
+        frozen = {n: leaf.detach()[~active].clone() for n, leaf in leaves.items()
+                  if not any_shared and not bool(active.all())}
+        opt.step()
+        if frozen:  # converged items keep their values (Adam's momentum would move them on)
+            with torch.no_grad():
+                for n, v in frozen.items():
+                    leaves[n][~active] = v
+        iters_run = i + 1
+        if callback is not None:
+            callback(stage.name.value, i + 1, stage.iters)
+        if stage.early_stop_patience > 0:
+            _update_active(active, history, stage, any_shared)
+            if not bool(active.any()):
+                break
+    with torch.no_grad():
+        ctx = FitContext(fitter, batch, current(), stage.resolution or None)
+        total, terms = evaluate(stage, ctx)
+        values = total.detach().cpu()
+        _check_finite(values, batch, stage, iters_run)
+        _keep_best(values, best, best_vals, best_terms, leaves, terms, any_shared, torch.ones(B, dtype=torch.bool))
+    out = params.detach()
+    for n in names:
+        v = best_vals[n]
+        setattr(out, n, (v.expand(B, *v.shape[1:]) if v.shape[0] != B else v).clone())
+    if first is None:
+        first = best.clone()
+    log = StageLog(stage.name.value, stage.iters, time.perf_counter() - t0, float(first.sum()), float(best.sum()),
+                   {k: float(v.sum()) for k, v in best_terms.items()}, iters_run,
+                   first.tolist(), best.tolist())
+    return out, log
+
+
+@torch.no_grad()
+def _keep_best(values, best, best_vals, best_terms, leaves, terms, any_shared: bool, active) -> None:
+    if any_shared:
+        better = torch.full_like(active, bool(values.sum() < best.sum()))
+    else:
+        better = (values < best) & active
+    if not bool(better.any()):
+        return
+    best[better] = values[better]
+    for n, leaf in leaves.items():
+        if leaf.shape[0] == better.shape[0]:
+            best_vals[n][better] = leaf.detach()[better]
+        else:  # shared (one row): only whole-batch improvements reach here
+            best_vals[n].copy_(leaf.detach())
+    for k, v in terms.items():
+        v = v.detach().cpu().expand(better.shape[0]) if v.dim() else v.detach().cpu().expand(better.shape[0])
+        if k not in best_terms:
+            best_terms[k] = v.clone()
+        else:
+            best_terms[k][better] = v[better]
+
+
+def _update_active(active: torch.Tensor, history: list[torch.Tensor], stage: Stage, any_shared: bool) -> None:
+    """An item is converged when its best loss over the last ``patience`` iterations improved on the best before
+    by less than ``early_stop_rel`` (relative)."""
+    k = stage.early_stop_patience
+    if len(history) <= k:
+        return
+    h = torch.stack(history)  # (T,B)
+    if any_shared:
+        h = h.sum(1, keepdim=True)
+    before = h[:-k].min(0).values
+    recent = h[-k:].min(0).values
+    gain = (before - recent) / before.abs().clamp(min=1e-12)
+    conv = gain < stage.early_stop_rel
+    if any_shared:
+        if bool(conv[0]):
+            active[:] = False
+    else:
+        active &= ~conv
