@@ -100,10 +100,11 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
                    config=cfg_dict, outputs=list(normalise_outputs(kinds)), device=str(torch_device),
                    threads=resolve_threads(threads), overwrite=overwrite, verify_hashes=verify, retries=retries)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _save_config(cfg_dict, out_dir)
     with Reporter(enabled=progress, label="images") as reporter:
         executor = make_executor(workers, use_ray, ray_address, debug=debug, reporter=reporter)
         summary = run_items(spec, items, executor=executor, reporter=reporter)
+    if summary.n_ok:  # a run that only skipped must not replace the config its results were made with
+        _save_config(cfg_dict, out_dir)
     click.echo(f"{summary.n_ok} fitted, {summary.n_skipped} skipped (already done), {summary.n_failed} failed "
                f"({summary.seconds:.1f} s)", err=True)
     summary.raise_for_failures()
