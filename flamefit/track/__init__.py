@@ -1,0 +1,16 @@
+"""Video tracking: per-frame FLAME through a video, streaming, with a shared identity and temporal terms.
+
+    from flamefit.track import TrackConfig, track_video, MediaPipeFrames
+    track_video("clip.mp4", "out/", fitter, MediaPipeFrames(), TrackConfig(mode="landmarks"))
+
+:mod:`flamefit.track.tracker` (the streaming windowed tracker, identity fit), :mod:`flamefit.track.terms`
+(temporal terms with frozen history), :mod:`flamefit.track.outputs` (per-frame files, identity, summary, point cache),
+:mod:`flamefit.track.video` (decode -> detect -> track -> write, resumable), :mod:`flamefit.track.segments`
+(parallel segments on the run layer).
+"""
+
+from flamefit.track.tracker import FrameObs, Identity, TrackConfig, TrackedFrame, Tracker, fit_identity
+from flamefit.track.video import GivenLandmarks, MediaPipeFrames, render_overlay, track_video
+
+__all__ = ["FrameObs", "GivenLandmarks", "Identity", "MediaPipeFrames", "TrackConfig", "TrackedFrame", "Tracker",
+           "fit_identity", "render_overlay", "track_video"]

@@ -1,0 +1,453 @@
+"""The streaming tracker: per-frame FLAME from detected landmarks (and pixels), with a shared identity.
+
+Frames arrive one at a time (:meth:`Tracker.push`). They are fitted in windows of ``window`` new frames plus the
+``tail`` last frames of the previous window, which are fitted again with the new frames as their future. The fit
+of a window is the single-image machinery of :mod:`flamefit.fit` (targets, stages as data, loss terms, one
+optimisation loop) with:
+
+- the identity (shape, texture, focal) fixed: fitted once over frames spread across the clip
+  (:func:`fit_identity`), never per frame;
+- a warm start: the tail frames start from their previous fit, new frames from the last fitted frame,
+  extrapolated at constant velocity for the rigid head motion;
+- :class:`flamefit.track.terms.TemporalTerm` (velocity + acceleration), which also sees the last written frames,
+  frozen, so there is no seam between windows;
+- a fixed lag: a frame is final (handed to the sink) once it has been fitted with ``tail`` frames after it, so the
+  output runs ``tail`` frames behind the input and the smoothing is two-sided (no phase lag).
+
+Shot cuts and lost faces: a frame without a face flushes the window, is reported as ``no_face`` (never invented)
+and clears the temporal history; a jump of the detected landmarks larger than ``cut_jump`` x the face size between
+consecutive frames is a cut (flush, clear history, re-initialise); a warm-started window whose landmark residual
+exceeds ``reinit_error`` x the face size is fitted again from a cold start.
+
+Memory is constant in the length of the video: the tracker holds at most ``window + tail`` frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from flamefit.errors import ConfigError
+from flamefit.fit.config import FitConfig, StageConfig
+from flamefit.fit.crop import params_to_crop, params_to_original
+from flamefit.fit.init import default_intrinsics
+from flamefit.fit.optimize import Sharing, run_stage
+from flamefit.fit.params import FlameParams
+from flamefit.fit.stages import build_stages
+from flamefit.fit.targets import FitTarget, prepare_batch
+from flamefit.track.terms import DEFAULT_ACCEL, DEFAULT_VELOCITY, TemporalTerm
+
+MODES = ("landmarks", "photometric")
+IDENTITY_FIELDS = ("shape", "tex", "tex_offset", "focal_px")
+
+
+@dataclass
+class TrackConfig:
+    """How to track (see the module doc). Iterations are Adam iterations per window."""
+
+    mode: str = "landmarks"
+    identity_frames: int = 12  # frames spread over the clip for the identity fit
+    window: int = 8  # new frames per window
+    tail: int = 3  # frames of the previous window fitted again (the output's fixed lag, in frames)
+    history: int = 2  # written frames the temporal term sees before a window (2: acceleration is continuous)
+    iters: int = 16  # landmark-stage iterations of a warm-started window
+    lr: float = 0.01
+    cold_rigid_iters: int = 30  # after a cut / at the start: rigid then landmark iterations
+    cold_iters: int = 80
+    photometric_iters: int = 8  # photometric mode: per-window photometric iterations
+    photometric_lr: float = 0.01
+    photometric_resolution: int = 64  # render side of the per-window photometric stage (pixels)
+    identity_photometric_resolution: int = 128  # render side of the identity's photometric stage
+    temporal_weight: float = 1.0  # factor on all temporal weights (0: frames independent but warm-started)
+    accel: dict = field(default_factory=lambda: dict(DEFAULT_ACCEL))
+    velocity: dict = field(default_factory=lambda: dict(DEFAULT_VELOCITY))
+    cut_jump: float = 0.35  # median landmark displacement between consecutive frames / face size -> new shot
+    reinit_error: float = 0.08  # rms landmark residual / face size after a warm-started window -> cold refit
+
+    def validate(self) -> None:
+        bad = []
+        if self.mode not in MODES:
+            bad.append(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("identity_frames", "window"):
+            if getattr(self, name) < 1:
+                bad.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("tail", "history", "iters", "cold_rigid_iters", "cold_iters", "photometric_iters"):
+            if getattr(self, name) < 0:
+                bad.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "photometric_lr", "cut_jump", "reinit_error"):
+            if not getattr(self, name) > 0:
+                bad.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.photometric_resolution < 16:
+            bad.append(f"photometric_resolution must be >= 16 px, got {self.photometric_resolution}")
+        if bad:
+            raise ConfigError("invalid tracking settings: " + "; ".join(bad))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class FrameObs:
+    """One frame's measurements: source ``index`` and ``time_s``, the RGB ``image`` (uint8 or float 0..1, kept only
+    while the frame is in a window), landmarks in frame pixels (None or NaN: no face), optional blendshapes."""
+
+    index: int
+    time_s: float
+    image: np.ndarray | None
+    lmks_68: np.ndarray | None = None
+    lmks_dense: np.ndarray | None = None
+    blendshape_scores: np.ndarray | None = None
+    blendshape_names: list | None = None
+    confidence: float | None = None
+    blendshape_missing: str | None = None  # why there are no blendshape scores
+
+    @property
+    def points(self) -> np.ndarray | None:
+        pts = self.lmks_68 if self.lmks_68 is not None else self.lmks_dense
+        if pts is None or not np.isfinite(pts).all():
+            return None
+        return np.asarray(pts, np.float64)
+
+    @property
+    def has_face(self) -> bool:
+        return self.points is not None
+
+
+@dataclass
+class TrackedFrame:
+    """A final frame: ``params`` (batch 1, intrinsics of the ORIGINAL frame) or None for ``status='no_face'``."""
+
+    obs: FrameObs
+    params: FlameParams | None
+    status: str = "ok"
+    cold: bool = False  # fitted from a cold start (first window, after a cut or a loss)
+    residual: float | None = None  # rms landmark residual / face size
+
+
+@dataclass
+class Identity:
+    """What all frames of a clip share: ``shape`` (n_shape,), ``tex`` (n_tex,), ``tex_offset`` (R,R,3) or None,
+    ``focal_px`` of the original frames, their size, and which frames it was fitted on."""
+
+    shape: np.ndarray
+    tex: np.ndarray
+    focal_px: float
+    image_size: tuple[int, int]
+    tex_offset: np.ndarray | None = None
+    frame_indices: list = field(default_factory=list)
+    mode: str = "landmarks"
+    light: np.ndarray | None = None  # (9,C) light of the identity fit (start for photometric frames)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"shape": self.shape, "tex": self.tex, "focal_px": np.array(self.focal_px),
+               "image_size": np.array(self.image_size, np.int64), "frame_indices": np.array(self.frame_indices,
+                                                                                         np.int64),
+               "mode": np.array(self.mode)}
+        if self.tex_offset is not None:
+            out["tex_offset"] = self.tex_offset
+        if self.light is not None:
+            out["light"] = self.light
+        return out
+
+    @classmethod
+    def from_arrays(cls, d) -> Identity:
+        return cls(shape=np.asarray(d["shape"], np.float32), tex=np.asarray(d["tex"], np.float32),
+                   focal_px=float(d["focal_px"]), image_size=tuple(int(v) for v in d["image_size"]),
+                   tex_offset=np.asarray(d["tex_offset"], np.float32) if "tex_offset" in d else None,
+                   frame_indices=[int(i) for i in d["frame_indices"]], mode=str(d["mode"]),
+                   light=np.asarray(d["light"], np.float32) if "light" in d else None)
+
+    def apply(self, p: FlameParams) -> FlameParams:
+        """Set the identity fields of ``p`` (B rows; original-image intrinsics) in place; returns ``p``."""
+        B = p.batch_size
+        kw = {"device": p.shape.device, "dtype": p.shape.dtype}
+        p.shape = torch.as_tensor(self.shape, **kw).view(1, -1).expand(B, -1).clone()
+        p.tex = torch.as_tensor(self.tex, **kw).view(1, -1).expand(B, -1).clone()
+        p.tex_offset = (None if self.tex_offset is None
+                        else torch.as_tensor(self.tex_offset, **kw)[None].expand(B, -1, -1, -1).clone())
+        return p
+
+
+def face_size_px(points: np.ndarray) -> float:
+    lo, hi = points.min(0), points.max(0)
+    return float(np.sqrt(max(hi[0] - lo[0], 1.0) * max(hi[1] - lo[1], 1.0)))
+
+
+def _float_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) * (1.0 / 255.0)
+    return image.astype(np.float32, copy=False)
+
+
+def frame_target(obs: FrameObs, focal_px: float | None) -> FitTarget:
+    return FitTarget(image=_float_image(obs.image), lmks_68=obs.lmks_68, lmks_dense=obs.lmks_dense,
+                     focal_px=focal_px, name=f"frame {obs.index}")
+
+
+def _cat(rows: list[FlameParams]) -> FlameParams:
+    out = rows[0].detach()
+    for name, value in out.tensors().items():
+        if value is not None:
+            setattr(out, name, torch.cat([getattr(r, name) for r in rows], 0))
+    return out
+
+
+def _row(p: FlameParams, b: int) -> FlameParams:
+    return p._map(lambda t: t[b:b + 1].detach().clone())
+
+
+# -- identity ---------------------------------------------------------------------------------------------------------
+
+def fit_identity(fitter, frames: list[FrameObs], cfg: TrackConfig) -> Identity:
+    """Shape (and in photometric mode texture) from a joint fit over ``frames`` (those with a face), shared by all
+    of them (:meth:`flamefit.fit.Sharing.video`). The focal length is the config's (fixed for the clip)."""
+    frames = [f for f in frames if f.has_face]
+    if not frames:
+        from flamefit.errors import FaceNotFound
+
+        raise FaceNotFound("no face was found in any of the frames sampled for the identity fit; check the video "
+                           "(or --start/--end) shows a face")
+    H, W = np.asarray(frames[0].image).shape[:2]
+    focal = default_intrinsics(H, W, fitter.cfg.camera)[0]
+    targets = [frame_target(f, focal) for f in frames]
+    if cfg.mode == "photometric":
+        fcfg = dataclasses.replace(
+            fitter.cfg, photometric=dataclasses.replace(fitter.cfg.photometric,
+                                                        resolution=cfg.identity_photometric_resolution))
+        full = _with_config(fitter, fcfg)
+        names = ("rigid", "landmarks", "appearance", "photometric")
+        raws = full.fit_batch(targets, stages=names, sharing=Sharing.video())
+    else:
+        raws = fitter.fit_batch(targets, stages=("rigid", "landmarks"), sharing=Sharing.video())
+    p = raws[0].params
+    return Identity(shape=p.shape[0].cpu().numpy(), tex=p.tex[0].cpu().numpy(), focal_px=float(focal),
+                    image_size=(int(H), int(W)),
+                    tex_offset=None if p.tex_offset is None else p.tex_offset[0].cpu().numpy(),
+                    frame_indices=[f.index for f in frames], mode=cfg.mode,
+                    light=p.light[0].cpu().numpy() if cfg.mode == "photometric" else None)
+
+
+def _with_config(fitter, cfg: FitConfig):
+    import copy
+
+    f = copy.copy(fitter)
+    f.cfg = cfg
+    return f
+
+
+# -- the tracker ------------------------------------------------------------------------------------------------------
+
+class Tracker:
+    """Streaming tracker (see the module doc). ``sink(frames: list[TrackedFrame])`` receives final frames in order.
+
+    ``push(obs)`` for each frame in time order, ``push_known(obs, params)`` for a frame already written by an
+    earlier run (resume: it becomes history without being fitted), ``finish()`` at the end."""
+
+    def __init__(self, fitter, identity: Identity, cfg: TrackConfig, sink: Callable[[list[TrackedFrame]], None]):
+        cfg.validate()
+        self.fitter = fitter
+        self.identity = identity
+        self.cfg = cfg
+        self.sink = sink
+        self.new: list[FrameObs] = []
+        self.pending: list[tuple[FrameObs, FlameParams]] = []  # fitted, not final (the tail)
+        self.history: list[FlameParams] = []  # last final frames (original intrinsics), oldest first
+        self.last_points: np.ndarray | None = None
+        self.stats = {"windows": 0, "cold_windows": 0, "reinit": 0, "cuts": 0, "no_face": 0, "fitted": 0,
+                      "known": 0}
+        self.timings = {"fit_s": 0.0, "prepare_s": 0.0, "landmarks_s": 0.0, "photometric_s": 0.0}
+        self._fcfg = self._stage_config()
+
+    # -- stream --------------------------------------------------------------------------------------------------
+    def push(self, obs: FrameObs) -> None:
+        pts = obs.points
+        if pts is None:
+            self.flush()
+            self.reset()
+            self.stats["no_face"] += 1
+            self.sink([TrackedFrame(obs, None, "no_face")])
+            return
+        if self.last_points is not None and pts.shape == self.last_points.shape:
+            jump = float(np.median(np.linalg.norm(pts - self.last_points, axis=1))) / face_size_px(pts)
+            if jump > self.cfg.cut_jump:
+                self.flush()
+                self.reset()
+                self.stats["cuts"] += 1
+        self.last_points = pts
+        self.new.append(obs)
+        if len(self.new) >= self.cfg.window:
+            self._fit_window(final=False)
+
+    def push_known(self, obs: FrameObs, params: FlameParams) -> None:
+        """A frame written before (resume): history for the next window, not fitted or written again."""
+        self.flush()
+        self.history = (self.history + [params])[-max(self.cfg.history, 1):]
+        self.last_points = obs.points
+        self.stats["known"] += 1
+
+    def flush(self) -> None:
+        """Fit and hand out everything pending (end of stream, before a gap)."""
+        if self.new or self.pending:
+            self._fit_window(final=True)
+
+    def reset(self) -> None:
+        """Forget the past (after a cut or a lost face): the next window starts cold."""
+        self.history = []
+        self.pending = []
+        self.last_points = None
+
+    def finish(self) -> None:
+        self.flush()
+
+    # -- one window ----------------------------------------------------------------------------------------------
+    def _stage_config(self) -> FitConfig:
+        c = self.cfg
+        base = self.fitter.cfg
+        return dataclasses.replace(
+            base,
+            rigid=StageConfig(iters=c.cold_rigid_iters, lr=base.rigid.lr),
+            landmarks=StageConfig(iters=c.iters, lr=c.lr),
+            photometric=StageConfig(iters=c.photometric_iters, lr=c.photometric_lr,
+                                    resolution=c.photometric_resolution),
+        )
+
+    def _stages(self, batch, cold: bool, history: list[FlameParams]):
+        c = self.cfg
+        fcfg = self._fcfg
+        if cold:
+            fcfg = dataclasses.replace(fcfg, landmarks=StageConfig(iters=c.cold_iters, lr=self.fitter.cfg.landmarks.lr))
+        names = (("rigid",) if cold else ()) + ("landmarks",) + (("photometric",) if c.mode == "photometric" else ())
+        f = self.fitter
+        stages = build_stages(fcfg, has68=f.landmarks68 is not None and batch.lmk68 is not None,
+                              has_dense=f.dense is not None and batch.dense is not None,
+                              n_tex=f.texture_space.n_components, free_albedo=f.free_albedo, names=names)
+        hist = {}
+        if history:
+            hp = _cat(history)
+            hist = {n: getattr(hp, n) for n in set(c.accel) | set(c.velocity)}
+        s = c.temporal_weight
+        temporal = TemporalTerm("temporal", 1.0, {k: v * s for k, v in c.accel.items()},
+                                {k: v * s for k, v in c.velocity.items()}, hist)
+        out = []
+        for st in stages:
+            free = tuple(n for n in st.free if n not in IDENTITY_FIELDS)
+            terms = tuple(st.terms) + ((temporal,) if s > 0 else ())
+            out.append(dataclasses.replace(st, free=free, terms=terms))
+        return out
+
+    def _initial(self, frames: list[FrameObs], batch, cold: bool) -> FlameParams:
+        if cold:
+            p = self.fitter.initial_params(batch)  # PnP + linear solve per frame (crop intrinsics)
+            ident = self.identity.apply(p.detach())
+            if self.cfg.mode == "photometric" and self.identity.light is not None:
+                ident.light = torch.as_tensor(self.identity.light, dtype=p.light.dtype).expand_as(p.light).clone()
+            return ident
+        rows = [pp for _, pp in self.pending]
+        n_old = len(rows)
+        last = (self.history + rows)[-1]
+        rows += [last.detach() for _ in range(len(frames) - n_old)]
+        p = self.identity.apply(_cat([params_to_crop(r, crop) for r, crop in zip(rows, batch.crops, strict=True)]))
+        if len(frames) > n_old:
+            self._pnp_rigid(p, batch, list(range(n_old, len(frames))))
+        return p
+
+    @torch.no_grad()
+    def _pnp_rigid(self, p: FlameParams, batch, rows: list[int]) -> None:
+        """Head pose and camera translation of the new frames by PnP of the last frame's (non-rigid) head against
+        their detected points: the window then starts within the detector's noise of the answer, however fast
+        the head moves (a warm start from the previous frame alone can be many Adam steps away)."""
+        from flamefit.fit.init import pose_to_camera, solve_pnp
+
+        targets, weights, pnp = batch.landmark_problem_inputs()
+        idx = torch.as_tensor(rows)
+        sub = p._map(lambda t: t[idx])
+        zero = dataclasses.replace(sub, global_pose=torch.zeros_like(sub.global_pose))
+        f = self.fitter
+        model = f.model if getattr(f, "lmk_model", None) is None else f.lmk_model  # _points_fn's vertex set
+        rest = model(shape=sub.shape, expression=sub.expression, neck_pose=sub.neck_pose, jaw_pose=sub.jaw_pose,
+                     eye_pose=sub.eye_pose)
+        pts = f._points_fn(batch)(rest.vertices, zero).double().cpu().numpy()
+        K = sub.intrinsics().double().cpu().numpy()
+        roots = rest.joints[:, 0].double().cpu().numpy()
+        tg = targets.double().cpu().numpy()
+        w = weights.cpu().numpy()
+        for j, b in enumerate(rows):
+            m = pnp.cpu().numpy() & (w[b] > 0)
+            R, t = solve_pnp(pts[j][m], tg[b][m], K[j])
+            g, tc = pose_to_camera(R, t, roots[j])
+            p.global_pose[b] = torch.as_tensor(g, dtype=p.global_pose.dtype)
+            p.cam_translation[b] = torch.as_tensor(tc, dtype=p.cam_translation.dtype)
+
+    def _fit_window(self, final: bool) -> None:
+        t0 = time.perf_counter()
+        frames = [o for o, _ in self.pending] + self.new
+        cold = not self.history and not self.pending
+        res = self._fit(frames, cold)
+        if not cold and float(np.max(res[1])) > self.cfg.reinit_error:
+            self.stats["reinit"] += 1
+            history = self.history
+            self.history = []
+            res = self._fit(frames, True)
+            self.history = history
+            cold = True
+        params, residuals = res
+        self.stats["windows"] += 1
+        self.stats["cold_windows"] += int(cold)
+        n_final = len(frames) if final else max(len(frames) - self.cfg.tail, 0)
+        out = [TrackedFrame(frames[i], params[i], "ok", cold, float(residuals[i])) for i in range(n_final)]
+        self.stats["fitted"] += n_final
+        self.history = (self.history + params[:n_final])[-max(self.cfg.history, 1):]
+        self.pending = list(zip(frames[n_final:], params[n_final:], strict=True))
+        self.new = []
+        self.timings["fit_s"] += time.perf_counter() - t0
+        if out:
+            self.sink(out)
+
+    def _fit(self, frames: list[FrameObs], cold: bool) -> tuple[list[FlameParams], np.ndarray]:
+        t0 = time.perf_counter()
+        f = self.fitter
+        levels = (self.cfg.photometric_resolution,) if self.cfg.mode == "photometric" else ()
+        batch = prepare_batch([frame_target(o, self.identity.focal_px) for o in frames], self._fcfg,
+                              f.landmarks68 is not None, f.dense is not None, levels, device=f.device, dtype=f.dtype)
+        params = self._initial(frames, batch, cold)
+        history = [] if cold else self.history
+        self.timings["prepare_s"] += time.perf_counter() - t0
+        light_done = not cold
+        for stage in self._stages(batch, cold, history):
+            t1 = time.perf_counter()
+            if stage.photometric:
+                if not light_done:
+                    f.init_light(params, batch, stage.resolution)
+                    light_done = True
+                params, _ = run_stage(f, stage, params, batch, Sharing())
+                self.timings["photometric_s"] += time.perf_counter() - t1
+            else:
+                params, _ = run_stage(f, stage, params, batch, Sharing())
+                self.timings["landmarks_s"] += time.perf_counter() - t1
+        residuals = self._residuals(params, batch)
+        rows = [params_to_original(_row(params, b), batch.crops[b]) for b in range(batch.size)]
+        return rows, residuals
+
+    @torch.no_grad()
+    def _residuals(self, params: FlameParams, batch) -> np.ndarray:
+        """Per frame: rms landmark residual / face size (both in crop pixels)."""
+        from flamefit.render.camera import project_points
+
+        f = self.fitter
+        which = "68" if batch.lmk68 is not None else "dense"
+        if hasattr(f, "landmark_vertices"):
+            verts, faces = f.landmark_vertices(params)
+            pts = f.model_points(params, verts, (which,), faces)[which]
+        else:
+            pts = f.model_points(params, f.vertices(params)[0], (which,))[which]
+        proj = project_points(f.to_camera(params, pts), params.intrinsics())
+        target = batch.lmk68 if which == "68" else batch.dense
+        rms = (proj - target).pow(2).sum(-1).mean(-1).sqrt().cpu().numpy()
+        size = np.array([face_size_px(t) for t in target.cpu().numpy()])
+        return rms / size
