@@ -131,6 +131,7 @@ class PoolExecutor:
         self.start_method = start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods()
                                              else "spawn")
         self.on_dispatch = on_dispatch
+        self.on_retry: Callable[[Item, str], None] | None = None  # (item, why) when an item is retried
 
     def run(self, spec: RunSpec, items: Sequence[Item], on_record: OnRecord) -> None:
         if not items:
@@ -165,9 +166,11 @@ class PoolExecutor:
                             elif msg[0] == "setup_failed":
                                 raise _setup_error(*msg[1:])
                             elif msg[0] == "record":
+                                rec = Record.from_dict(msg[1])
+                                rec.attempts = slot.task[1] if slot.task else rec.attempts
                                 slot.task = None
                                 n_left -= 1
-                                on_record(Record.from_dict(msg[1]))
+                                on_record(rec)
                             alive.append(slot)
                             continue
                     if slot.proc.sentinel not in ready and slot.proc.is_alive():
@@ -181,6 +184,9 @@ class PoolExecutor:
                         item, attempt = slot.task
                         if attempt <= spec.retries:
                             pending.appendleft((item, attempt + 1))
+                            if self.on_retry:
+                                self.on_retry(item, f"worker died (exit code {slot.proc.exitcode}); "
+                                                    f"attempt {attempt + 1} of {spec.retries + 1}")
                         else:
                             n_left -= 1
                             on_record(_died(item, f"died (exit code {slot.proc.exitcode})", attempt))
@@ -233,6 +239,7 @@ class RayExecutor:
             raise ConfigError(f"--workers {workers}: need at least 1 worker")
         self.workers = workers
         self.gpus_per_worker = gpus_per_worker  # None: 1 for a CUDA device, else 0 (fractions share a GPU)
+        self.on_retry: Callable[[Item, str], None] | None = None  # (item, why) when an item is retried
         self.address = address
         self.on_dispatch = on_dispatch
 
@@ -309,12 +316,15 @@ class RayExecutor:
                         ray.kill(actor)
                     if attempt <= spec.retries:
                         pending.appendleft((item, attempt + 1))
+                        if self.on_retry:
+                            self.on_retry(item, f"worker died; attempt {attempt + 1} of {spec.retries + 1}")
                     else:
                         n_left -= 1
                         on_record(_died(item, "died", attempt))
                     new, setup_ref = new_actor()
                     starting[new] = setup_ref
                     continue
+                rec.attempts = attempt
                 n_left -= 1
                 idle.append(actor)
                 on_record(rec)

@@ -56,6 +56,9 @@ class Reporter:
         if self.bar is not None:
             self.bar.update(self._stage, description=f"{name}: {stage}", completed=i, total=n, visible=True)
 
+    def retry(self, item, why: str) -> None:
+        self.line(f"retry: {item.source} ({why})")
+
     def record(self, rec: Record) -> None:
         if rec.status == FAILED:
             self.line(f"error: {rec.source}: {rec.message}")

@@ -82,6 +82,8 @@ def run_items(spec: RunSpec, items: Sequence[Item], executor=None, reporter=None
         for rec in by_name.values():
             reporter.record(rec)
         reporter.start(len(todo))
+        if hasattr(executor, "on_retry") and executor.on_retry is None:
+            executor.on_retry = reporter.retry
     try:
         executor.run(spec, todo, _record)
     finally:

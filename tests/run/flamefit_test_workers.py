@@ -74,19 +74,3 @@ class ResolveWorker(EchoWorker):
         rec.data["resolved_static"] = None if found is None else str(found)
         return rec
 
-
-class CrashingFitWorker:
-    """The real fit worker, except that its process dies (os._exit) on items named ``*crash*``."""
-
-    def __init__(self, spec):
-        from flamefit.run.workers import FitWorker
-
-        self.inner = FitWorker(spec)
-
-    def setup(self):
-        self.inner.setup()
-
-    def process(self, item):
-        if "crash" in item.name:
-            os._exit(3)
-        return self.inner.process(item)

@@ -71,7 +71,8 @@ def test_a_dying_worker_loses_only_its_item(kind, request, tmp_path):
     by = {r.name: r for r in summary.records}
     for n in "abc":
         assert by[n].status == OK, by[n]
-    assert by["once1"].status == OK and by["once1"].attempts == 1  # died once, then done by a fresh worker
+    assert by["once1"].status == OK and by["once1"].attempts == 2  # died once, then done by a fresh worker
+    assert by["a"].attempts == 1
     # dies every time: retried once, then reported in one line
     assert by["crash1"].status == FAILED and by["crash1"].error_type == "WorkerDied" and by["crash1"].attempts == 2
     assert "died" in by["crash1"].message and "\n" not in by["crash1"].message

@@ -1,5 +1,6 @@
-"""Acceptance (issue 9): `flamefit fit FOLDER` gives the same results in-process, with --workers 2 and on Ray;
-a worker process that dies during a real fit loses only its item. Stand-in model, tiny iteration counts."""
+"""Acceptance (issue 9): `flamefit fit FOLDER` gives the same results in-process, with --workers 2 and on Ray.
+Stand-in model, tiny iteration counts. (A dying worker losing only its item: tests/run/test_executors.py, with a
+light worker, so CI does not start more fit workers than these.)"""
 
 from __future__ import annotations
 
@@ -65,22 +66,3 @@ def test_ray_matches_in_process(folder_env, ray_session, tmp_path):
     rc = main(["fit", str(images), "--out", str(tmp_path), "--ray", "--workers", "2", *FAST])
     assert rc != 0 and not (tmp_path / "broken.npz").exists()
     _same_results(ref, tmp_path)
-
-
-def test_a_worker_dying_mid_fit_loses_only_its_item(folder_env, standin_assets, tmp_path):
-    import json
-
-    from flamefit.run import FAILED, OK, PoolExecutor, RunSpec, image_items, run_items
-
-    images, ref, _ = folder_env
-    cfg = json.loads((ref / "p00000.json").read_text())["config"]
-    (images.parent / "crash_me").mkdir(exist_ok=True)
-    crash = shutil.copy(images / "p00001.png", images.parent / "crash_me" / "crash.png")
-    spec = RunSpec(worker="flamefit_test_workers:CrashingFitWorker", out_dir=str(tmp_path),
-                   assets=dict(standin_assets), config=cfg,
-                   outputs=["npz", "json"], threads=1, retries=0)
-    items = image_items([images / "p00000.png", crash])
-    summary = run_items(spec, items, executor=PoolExecutor(1))
-    by = {r.name: r for r in summary.records}
-    assert by["p00000"].status == OK and by["crash"].status == FAILED and by["crash"].error_type == "WorkerDied"
-    _same_results(ref, tmp_path, names=("p00000",))

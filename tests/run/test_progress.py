@@ -37,3 +37,15 @@ def test_per_item_lines_go_to_stderr(tmp_path, capsys):
     assert captured.out == ""
     assert "error: /in/boom.png: unexpected ValueError: boom with a second line" in captured.err
     assert "ok: /in/a.png" in captured.err and "\n\n" not in captured.err
+
+
+def test_a_retry_is_reported(tmp_path, capsys):
+    from flamefit.run import PoolExecutor
+
+    spec = RunSpec(worker="flamefit_test_workers:CrashWorker", out_dir=str(tmp_path), outputs=["txt"],
+                   options={"marker_dir": str(tmp_path)}, retries=1)
+    summary = run_items(spec, [Item("once1", "/in/once1.png")], executor=PoolExecutor(1),
+                        reporter=Reporter(enabled=False))
+    err = capsys.readouterr().err
+    assert summary.n_ok == 1
+    assert "retry: /in/once1.png (worker died (exit code 3); attempt 2 of 2)" in err and "ok: /in/once1.png" in err
