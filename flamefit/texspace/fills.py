@@ -179,6 +179,12 @@ def fill_pushpull(maps, known) -> torch.Tensor:
     return _out(torch.where(k.unsqueeze(-1), m, pp), single)
 
 
+def fill_mirror_then_pushpull(maps, known) -> torch.Tensor:
+    """Mirror (``u -> 1 - u``) first, then push-pull: the cheap fill the inpainting network starts from."""
+    m = fill_mirror(maps, known)
+    return fill_pushpull(m, mirror_known(known))
+
+
 def fill_mean(maps, known) -> torch.Tensor:
     """Every unknown texel gets the mean known colour of its map."""
     m, k, single = _maps(maps, known)

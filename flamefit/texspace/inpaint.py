@@ -58,8 +58,10 @@ class GatedConv2d(nn.Module):
 
 
 class InpaintNet(nn.Module):
-    """Gated U-Net: 3 scales (1, 1/2, 1/4), dilated gated convolutions (2, 4, 8) at 1/4, skip connections,
-    predicting a correction to a push-pull fill (:func:`flamefit.texspace.fills.push_pull`) of the known texels.
+    """Gated U-Net: 3 scales (1, 1/2, 1/4), dilated gated convolutions (2, 4, 8) at 1/4, skip connections. It
+    predicts a per-texel blend of two cheap classical fills plus a colour correction: a push-pull fill
+    (:func:`flamefit.texspace.fills.push_pull`) of the known texels and (``mirror_input``) the u-mirrored texel
+    where known, push-pull for the rest. The output layer starts at zero: the untrained net is their average.
 
     ``make_input(maps (B,3,H,W), known (B,1,H,W), layout (B,1,H,W))`` -> input channels (crop them, if at all,
     after this step); ``forward(inputs)`` -> (B,3,H,W) prediction in 0..1 everywhere (H, W multiples of 4).
@@ -73,7 +75,7 @@ class InpaintNet(nn.Module):
         c = int(base_channels)
         self.base_channels = c
         self.mirror_input = bool(mirror_input)
-        cin = 12 if mirror_input else 8
+        cin = 15 if mirror_input else 11
         self.enc1 = GatedConv2d(cin, c, 3)
         self.down1 = GatedConv2d(c, 2 * c, 3, stride=2)
         self.enc2 = GatedConv2d(2 * c, 2 * c, 3)
@@ -81,14 +83,22 @@ class InpaintNet(nn.Module):
         self.mid = nn.ModuleList([GatedConv2d(4 * c, 4 * c, 3, dilation=d) for d in (2, 4, 8, 1)])
         self.dec2 = GatedConv2d(4 * c + 2 * c, 2 * c, 3)
         self.dec1 = GatedConv2d(2 * c + c, c, 3)
-        self.out = nn.Conv2d(c, 3, 3, padding=1)
+        self.out = nn.Conv2d(c, 4, 3, padding=1)  # blend logit + colour correction
 
     def make_input(self, maps: torch.Tensor, known: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
         # centre the known colours so zero means "no information" rather than "black"
         x = (maps - 0.5) * known
-        # a smooth pyramid fill: the network predicts a correction to it (fast to learn for a small net)
-        coarse = push_pull(maps, known) - 0.5
-        parts = [coarse, x, known, layout]
+        # two cheap classical fills that the network blends and corrects (fast to learn for a small net): a smooth
+        # push-pull of the known texels (best across thin gaps) and, with mirror_input, the u-mirrored texel where
+        # that is known, push-pull for the rest (best over large unseen regions)
+        local = push_pull(maps, known) - 0.5
+        if self.mirror_input:
+            km = known.flip(-1)
+            base = torch.where(known > 0, maps, torch.where(km > 0, maps.flip(-1), torch.zeros_like(maps)))
+            mirrored = push_pull(base, torch.maximum(known, km)) - 0.5
+        else:
+            mirrored = local
+        parts = [local, mirrored, x, known, layout]
         if self.mirror_input:
             parts += [x.flip(-1), known.flip(-1)]
         return torch.cat(parts, 1)
@@ -101,15 +111,20 @@ class InpaintNet(nn.Module):
             m = layer(m)
         d2 = self.dec2(torch.cat([F.interpolate(m, size=e2.shape[-2:], mode="nearest"), e2], 1))
         d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="nearest"), e1], 1))
-        return (inputs[:, :3] + 0.5 + self.out(d1)).clamp(0.0, 1.0)
+        o = self.out(d1)
+        alpha = torch.sigmoid(o[:, :1])
+        return (alpha * inputs[:, :3] + (1 - alpha) * inputs[:, 3:6] + 0.5 + o[:, 1:]).clamp(0.0, 1.0)
 
 
 @torch.no_grad()
 def init_parameters(net: nn.Module, generator: torch.Generator) -> None:
     """PyTorch's default convolution init (uniform, bound 1/sqrt(fan_in)) drawn from ``generator`` instead of
-    the global RNG, so a seed alone fixes the network."""
+    the global RNG, so a seed alone fixes the network; the output layer starts at zero (see InpaintNet)."""
     for m in net.modules():
-        if isinstance(m, nn.Conv2d):
+        if m is getattr(net, "out", None):
+            m.weight.zero_()
+            m.bias.zero_()
+        elif isinstance(m, nn.Conv2d):
             bound = 1.0 / math.sqrt(m.weight[0].numel())
             for p in (m.weight, m.bias):
                 if p is not None:

@@ -97,6 +97,7 @@ def inpainting_benchmark(space, verts, faces, vt, ft, *, n_train: int = 48, n_te
         "opencv_telea": fills.fill_opencv,
         "opencv_ns": lambda m, k: fills.fill_opencv(m, k, method="ns"),
         "mirror_then_opencv": fills.fill_mirror_then_opencv,
+        "mirror_then_pushpull": fills.fill_mirror_then_pushpull,
         "pca_true_space (oracle)": lambda m, k: fills.fill_pca(m, k, space.mean, space.basis),
         "network": net_fill,
     }
