@@ -55,7 +55,10 @@ class TrackConfig:
     window: int = 8  # new frames per window
     tail: int = 3  # frames of the previous window fitted again (the output's fixed lag, in frames)
     history: int = 2  # written frames the temporal term sees before a window (2: acceleration is continuous)
-    iters: int = 16  # landmark-stage iterations of a warm-started window
+    solver: str = "lm"  # landmark stage: 'lm' (Levenberg-Marquardt over the window) or 'adam' (the fit loop)
+    lm_iters: int = 3  # LM iterations of a warm-started window (cold: lm_cold_iters)
+    lm_cold_iters: int = 8
+    iters: int = 16  # Adam: landmark-stage iterations of a warm-started window
     lr: float = 0.01
     cold_rigid_iters: int = 30  # after a cut / at the start: rigid then landmark iterations
     cold_iters: int = 80
@@ -71,12 +74,15 @@ class TrackConfig:
 
     def validate(self) -> None:
         bad = []
+        if self.solver not in ("lm", "adam"):
+            bad.append(f"solver must be 'lm' or 'adam', got {self.solver!r}")
         if self.mode not in MODES:
             bad.append(f"mode must be one of {MODES}, got {self.mode!r}")
         for name in ("identity_frames", "window"):
             if getattr(self, name) < 1:
                 bad.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("tail", "history", "iters", "cold_rigid_iters", "cold_iters", "photometric_iters"):
+        for name in ("tail", "history", "iters", "cold_rigid_iters", "cold_iters", "photometric_iters", "lm_iters",
+                     "lm_cold_iters"):
             if getattr(self, name) < 0:
                 bad.append(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "photometric_lr", "cut_jump", "reinit_error"):
@@ -419,7 +425,13 @@ class Tracker:
         history = [] if cold else self.history
         self.timings["prepare_s"] += time.perf_counter() - t0
         light_done = not cold
-        for stage in self._stages(batch, cold, history):
+        stages = self._stages(batch, cold, history)
+        if self.cfg.solver == "lm":
+            t1 = time.perf_counter()
+            params = self._solve_lm(params, batch, cold, history)
+            self.timings["landmarks_s"] += time.perf_counter() - t1
+            stages = [st for st in stages if st.photometric]
+        for stage in stages:
             t1 = time.perf_counter()
             if stage.photometric:
                 if not light_done:
@@ -433,6 +445,20 @@ class Tracker:
         residuals = self._residuals(params, batch)
         rows = [params_to_original(_row(params, b), batch.crops[b]) for b in range(batch.size)]
         return rows, residuals
+
+    def _solve_lm(self, params: FlameParams, batch, cold: bool, history: list[FlameParams]) -> FlameParams:
+        from flamefit.track.solver import solve_window
+
+        c = self.cfg
+        hist = {}
+        if history:
+            hp = _cat(history)
+            hist = {n: getattr(hp, n) for n in set(c.accel) | set(c.velocity)}
+        s = c.temporal_weight
+        out, _ = solve_window(self.fitter, batch, params, iters=c.lm_cold_iters if cold else c.lm_iters,
+                              accel={k: v * s for k, v in c.accel.items()},
+                              velocity={k: v * s for k, v in c.velocity.items()}, history=hist)
+        return out
 
     @torch.no_grad()
     def _residuals(self, params: FlameParams, batch) -> np.ndarray:

@@ -120,8 +120,8 @@ def test_temporal_terms_reduce_jitter_without_lag(track_fitter, make_clip, tmp_p
     run(fitter, clip, path, tmp_path / "off", small_cfg(temporal_weight=0.0))
     on = jitter_report(load_all(tmp_path / "on", range(T), "lmks_68_fit"), clip.lmks_68_noisy, clip.lmks_68)
     off = jitter_report(load_all(tmp_path / "off", range(T), "lmks_68_fit"), clip.lmks_68_noisy, clip.lmks_68)
-    assert on["jitter_ratio"] < 0.9 * off["jitter_ratio"]
-    assert on["jitter_ratio"] < 0.5
+    assert on["jitter_ratio"] < 0.6 * off["jitter_ratio"]
+    assert on["jitter_ratio"] < 0.35
     assert abs(lag_frames(load_all(tmp_path / "on", range(T), "lmks_68_fit"), clip.lmks_68)) <= 1.0
 
 

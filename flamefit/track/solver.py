@@ -1,0 +1,233 @@
+"""Levenberg-Marquardt for a window of frames: the landmark objective of the single-image landmark stage (68 and
+dense landmark Huber terms, eyelid and lip gaps, priors) plus the temporal terms, solved jointly for all frames.
+
+Why not Adam: a window is a small least-squares problem (about 70 unknowns per frame), and Adam's fixed step sizes
+need many iterations to cross the frame-to-frame motion and then leave optimisation noise in every frame, which the
+next window does not repeat: jitter. Gauss-Newton converges in a few iterations to the same minimum every time.
+
+Structure: the data residuals of a frame depend only on that frame's parameters, so their Jacobian is block
+diagonal; the projected points are differentiated by forward differences in ONE batched evaluation of the
+(landmark-vertex) model for all frames x unknowns, and the residuals are linear in those points.
+The temporal terms are quadratic in the parameters: their Hessian is exact and banded across frames (including
+the frozen history rows, which only enter the right-hand side). The normal equations of the whole window
+(frames x unknowns, a few hundred) are solved densely.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from flamefit import ibug68
+from flamefit.fit.params import FlameParams
+from flamefit.render.camera import project_points
+
+FREE = ("global_pose", "neck_pose", "jaw_pose", "eye_pose", "cam_translation", "expression")
+PRIORS = {"expression": "expr_prior", "jaw_pose": "jaw_prior", "neck_pose": "neck_prior", "eye_pose": "eye_pose_prior"}
+
+
+def _layout(p: FlameParams) -> list[tuple[str, int, int]]:
+    out, o = [], 0
+    for n in FREE:
+        d = getattr(p, n).shape[1]
+        out.append((n, o, d))
+        o += d
+    return out
+
+
+def _pack(p: FlameParams, layout) -> torch.Tensor:
+    return torch.cat([getattr(p, n) for n, _, _ in layout], 1)
+
+
+def _unpack(p: FlameParams, x: torch.Tensor, layout) -> FlameParams:
+    q = p._map(lambda t: t)
+    for n, o, d in layout:
+        setattr(q, n, x[:, o:o + d])
+    return q
+
+
+class WindowProblem:
+    """Residuals of the landmark objective for a batch of frames (see the module doc)."""
+
+    def __init__(self, fitter, batch, delta: float = 0.02):
+        self.fitter = fitter
+        self.batch = batch
+        self.delta = delta
+        self.R = float(batch.resolution)
+        self.w = fitter.cfg.weights
+        self.which = tuple(k for k, v in (("68", batch.lmk68), ("dense", batch.dense)) if v is not None
+                           and (fitter.landmarks68 is not None if k == "68" else fitter.dense is not None))
+
+    def points(self, p: FlameParams) -> dict[str, torch.Tensor]:
+        f = self.fitter
+        if hasattr(f, "landmark_vertices"):
+            verts, faces = f.landmark_vertices(p)
+            pts = f.model_points(p, verts, self.which, faces)
+        else:
+            pts = f.model_points(p, f.vertices(p)[0], self.which)
+        K = p.intrinsics()
+        return {k: project_points(f.to_camera(p, v), K) for k, v in pts.items()}
+
+    def scales(self, proj: dict, irls: dict | None = None) -> tuple[dict, dict]:
+        """Per-point factors s with 0.5 |s * diff|^2 = the weighted Huber (IRLS: recomputed when ``irls`` is None)."""
+        b = self.batch
+        out, new_irls = {}, {}
+        for k, target, weight in (("68", b.lmk68, b.lmk68_weights), ("dense", b.dense, b.dense_weights)):
+            if k not in proj:
+                continue
+            if irls is None or k not in irls:
+                d = ((proj[k].detach() - target) / self.R).norm(dim=-1)
+                new_irls[k] = torch.where(d < self.delta, torch.ones_like(d), self.delta / d.clamp(min=1e-12))
+            else:
+                new_irls[k] = irls[k]
+            out[k] = (weight * new_irls[k] / target.shape[1]).clamp(min=0).sqrt()
+        return out, new_irls
+
+    def combine(self, proj: dict, fields: dict, scales: dict, has68: torch.Tensor, targets: dict | None
+                ) -> torch.Tensor:
+        """(M, n_res) residuals; with ``targets`` None the linear part only (for Jacobian columns)."""
+        res = []
+        for k, pr in proj.items():
+            diff = (pr - targets[k]) if targets is not None else pr
+            res.append((diff / self.R * scales[k][..., None]).flatten(1))
+        if "68" in proj:
+            pred = proj["68"]
+
+            def gap(pts, up, lo):
+                return pts[:, list(up)] - pts[:, list(lo)]
+
+            for up, lo, c in ((ibug68.RIGHT_EYE_UPPER, ibug68.RIGHT_EYE_LOWER, self.w.eye_closure * 0.5),
+                              (ibug68.LEFT_EYE_UPPER, ibug68.LEFT_EYE_LOWER, self.w.eye_closure * 0.5),
+                              (ibug68.INNER_LIP_UPPER, ibug68.INNER_LIP_LOWER, self.w.lip_distance)):
+                g = gap(pred, up, lo)
+                if targets is not None:
+                    g = g - gap(targets["68"], up, lo)
+                res.append((g / self.R).flatten(1) * (2 * c / len(up)) ** 0.5 * has68)
+        for n, key in PRIORS.items():
+            res.append(fields[n] * (2 * float(getattr(self.w, key))) ** 0.5)
+        return torch.cat(res, 1)
+
+    def targets(self) -> dict:
+        b = self.batch
+        return {k: v for k, v in (("68", b.lmk68), ("dense", b.dense)) if k in self.which}
+
+    def has68(self) -> torch.Tensor:
+        return self.batch.has68.to(self.fitter.dtype)[:, None]
+
+    @torch.no_grad()
+    def residuals(self, p: FlameParams, irls: dict | None = None) -> tuple[torch.Tensor, dict]:
+        """(B, n_res) residuals r with 0.5 |r|^2 = the per-frame objective, and the IRLS factors used."""
+        proj = self.points(p)
+        sc, irls = self.scales(proj, irls)
+        return self.combine(proj, {n: getattr(p, n) for n in PRIORS}, sc, self.has68(), self.targets()), irls
+
+    @torch.no_grad()
+    def jacobian(self, p: FlameParams, x: torch.Tensor, layout, eps: float = 1e-3
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(residuals (B,n_res), Jacobian (B,n_res,P), irls): the projected points by forward differences in ONE
+        batched model evaluation of B x P perturbed frames (the model is the expensive part), the residuals'
+        linear dependence on them exactly."""
+        B, P = x.shape
+        proj0 = self.points(_unpack(p, x, layout))
+        sc, irls = self.scales(proj0, None)
+        r0 = self.combine(proj0, {n: getattr(_unpack(p, x, layout), n) for n in PRIORS}, sc, self.has68(),
+                          self.targets())
+        eye = torch.eye(P, dtype=x.dtype, device=x.device)
+        xp = (x[:, None, :] + eps * eye[None]).reshape(B * P, P)
+        rep = p._map(lambda t: t.repeat_interleave(P, 0))
+        projp = self.points(_unpack(rep, xp, layout))
+        dproj = {k: (projp[k] - proj0[k].repeat_interleave(P, 0)) / eps for k in proj0}
+        dx = eye.repeat(B, 1)  # (B*P, P): d fields / d x_k
+        q = _unpack(rep, dx, layout)
+        J = self.combine(dproj, {n: getattr(q, n) for n in PRIORS},
+                         {k: v.repeat_interleave(P, 0) for k, v in sc.items()},
+                         self.has68().repeat_interleave(P, 0), None)
+        return r0, J.view(B, P, -1).transpose(1, 2), irls
+
+
+def _temporal_system(B: int, layout, accel: dict, velocity: dict, history: dict, x: torch.Tensor):
+    """Hessian (B*P, B*P) and gradient (B*P,) of the temporal energy at ``x`` (B,P), with energy value."""
+    P = x.shape[1]
+    H = x.new_zeros(B * P, B * P)
+    g = x.new_zeros(B, P)
+    energy = x.new_zeros(())
+    for n, o, d in layout:
+        wa, wv = float(accel.get(n, 0.0)), float(velocity.get(n, 0.0))
+        if not (wa or wv):
+            continue
+        h = history.get(n)
+        h = x.new_zeros(0, d) if h is None else h.to(x).reshape(-1, d)
+        Hn = h.shape[0]
+        N = Hn + B
+        ops = []
+        if wv and N >= 2:
+            A = x.new_zeros(N - 1, N)
+            idx = torch.arange(N - 1)
+            A[idx, idx], A[idx, idx + 1] = -1.0, 1.0
+            ops.append((wv, A))
+        if wa and N >= 3:
+            A = x.new_zeros(N - 2, N)
+            idx = torch.arange(N - 2)
+            A[idx, idx], A[idx, idx + 1], A[idx, idx + 2] = 1.0, -2.0, 1.0
+            ops.append((wa, A))
+        full = torch.cat([h, x[:, o:o + d]], 0)  # (N,d)
+        for w, A in ops:
+            Aw = A[:, Hn:]  # (M,B): the window's columns
+            r = A @ full  # (M,d)
+            energy = energy + w * r.pow(2).sum()
+            g[:, o:o + d] += 2 * w * (Aw.t() @ r)
+            M = 2 * w * (Aw.t() @ Aw)  # (B,B)
+            for j in range(d):
+                cols = torch.arange(B) * P + o + j
+                H[cols[:, None], cols[None, :]] += M
+    return H, g.reshape(-1), energy
+
+
+@torch.no_grad()
+def solve_window(fitter, batch, params: FlameParams, *, iters: int = 4, accel: dict | None = None,
+                 velocity: dict | None = None, history: dict | None = None, damping: float = 1e-3,
+                 tol: float = 1e-4) -> tuple[FlameParams, dict]:
+    """Levenberg-Marquardt on ``params`` (B frames, crop intrinsics); the fields in :data:`FREE` move, the rest
+    (identity, camera rotation, intrinsics, light) stay. Returns the parameters and a log."""
+    accel, velocity, history = accel or {}, velocity or {}, history or {}
+    prob = WindowProblem(fitter, batch)
+    layout = _layout(params)
+    x = _pack(params, layout).detach()
+    B, P = x.shape
+    lam = damping
+    log = {"iters": 0, "energy": []}
+
+    def energy_at(xv, irls):
+        r, _ = prob.residuals(_unpack(params, xv, layout), irls)
+        _, _, et = _temporal_system(B, layout, accel, velocity, history, xv)
+        return float(0.5 * r.pow(2).sum() + et)
+
+    for it in range(iters):
+        r, J, irls = prob.jacobian(params, x, layout)
+        Ht, gt, et = _temporal_system(B, layout, accel, velocity, history, x)
+        H = Ht.clone()
+        Hd = torch.einsum("brp,brq->bpq", J, J)
+        for b_ in range(B):
+            H[b_ * P:(b_ + 1) * P, b_ * P:(b_ + 1) * P] += Hd[b_]
+        g = gt + torch.einsum("brp,br->bp", J, r).reshape(-1)
+        e0 = float(0.5 * r.pow(2).sum() + et)
+        if it == 0:
+            log["energy"].append(e0)
+        diag = H.diagonal().clamp(min=1e-9)
+        accepted = False
+        for _ in range(6):
+            A = H + torch.diag(lam * diag + 1e-9)
+            step = torch.linalg.solve(A, -g).view(B, P)
+            e1 = energy_at(x + step, irls)
+            if e1 <= e0:
+                x = x + step
+                lam = max(lam / 3, 1e-7)
+                accepted = True
+                break
+            lam *= 10
+        log["iters"] = it + 1
+        if not accepted:
+            break
+        log["energy"].append(e1)
+        if (e0 - e1) <= tol * max(e0, 1e-12):
+            break
+    return _unpack(params, x, layout).detach(), log
