@@ -221,6 +221,22 @@ class _RayWorker:
         return process_safely(self.worker, Item.from_dict(item_dict)).to_dict()
 
 
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (Ray itself retries for minutes) when ``host:port`` / ``ray://host:port`` does not answer."""
+    import socket
+
+    rest = address.split("://", 1)[-1]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # 'auto', or a form Ray resolves itself
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise FlamefitError(f"cannot reach the Ray cluster at {address}: {one_line(str(exc))}. Check the address "
+                            "(`ray status` on the head node prints it) and that this machine can reach it") from exc
+
+
 def import_ray():
     try:
         import ray
@@ -247,6 +263,8 @@ class RayExecutor:
         if not items:
             return
         ray = import_ray()
+        if self.address:
+            check_ray_address(self.address)
         started = False
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}

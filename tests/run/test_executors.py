@@ -139,3 +139,17 @@ def test_completion_record_lists_the_files(tmp_path):
     assert doc["format"] == "flamefit-done/1" and doc["source"] == "/in/a.png" and doc["outputs"] == ["txt"]
     assert set(doc["files"]) == {"a.txt"} and doc["files"]["a.txt"]["size"] == len("/in/a.png t1")
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".staging")]  # no leftovers
+
+
+def test_an_unreachable_ray_address_fails_fast(tmp_path):
+    """Ray itself retries for minutes; the run says at once that the cluster does not answer."""
+    import socket
+
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'flamefit[ray]')")
+    from flamefit.errors import FlamefitError
+
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(FlamefitError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        RayExecutor(address=f"127.0.0.1:{port}").run(_spec(tmp_path), _items("a"), lambda r: None)
