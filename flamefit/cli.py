@@ -20,6 +20,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("flamefit.commands.detect_cmd:detect", "Detect 478/68 landmarks and skin masks in images."),
     "fit": ("flamefit.commands.fit_cmd:fit", "Fit FLAME to images (shape, expression, pose, texture, light)."),
     "fit-texture": ("flamefit.commands.fit_cmd:fit_texture", "Refit only the texture of a saved fit."),
+    "track": ("flamefit.commands.track_cmd:track", "Track FLAME through a video (per-frame npz, overlay, mesh cache)."),
 }
 
 
