@@ -125,9 +125,10 @@ def test_close_to_ringnets_embedding_on_the_standin(standin_derived):
 
     model, _, derived, ringnet = standin_derived
     g = geometry(model, ringnet, derived)
-    # measured: static 2.9 mm mean (eyes 1.5, mouth 1.7, nose 3.1, brows 6.8); contour 12 mm over all bins
+    # measured: static 2.9 mm mean (eyes 1.5, mouth 1.7, nose 3.1, brows 6.8); contour 8.9 mm over all bins,
+    # 11.8 mm in the frontal one
     assert g["static51_mean_mm"] < 3.5 and g["static_eyes_mean_mm"] < 2.5 and g["static_mouth_mean_mm"] < 2.5
-    assert g["contour_frontal_mean_mm"] < 15 and g["contour_mean_mm"] < 15
+    assert g["contour_frontal_mean_mm"] < 14 and g["contour_mean_mm"] < 11
 
 
 def test_contour_is_mirror_symmetric_on_the_standin(standin_derived):
@@ -160,4 +161,4 @@ def test_a_fit_with_the_model_file_alone_gives_real_lmks_68_fit(standin_derived,
     pred = np.asarray(result.lmks_68_fit)
     assert pred.shape == (68, 2) and np.isfinite(pred).all()
     nme = np.linalg.norm(pred - ref, axis=1).mean() / np.linalg.norm(ref[36] - ref[45])
-    assert nme < 0.12, nme
+    assert nme < 0.08, nme  # RingNet's embedding gives ~0.04 on this image
