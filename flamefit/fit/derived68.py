@@ -19,11 +19,16 @@ model's neutral template (zero shape, expression and pose):
   side forwards onto the silhouette (at most :data:`MAX_FORWARD_MM`), the near side back towards the ear (at most
   :data:`MAX_SHIFT_MM`, where RingNet's embedding also stops).
 
-It takes a few hundred milliseconds and is deterministic, so it is not cached (the expensive part, the 478-point
-correspondence, is cached by :func:`flamefit.fit.correspondence.dense_correspondence`).
+Deterministic; about a second, so it is cached next to the 478-point correspondence (which
+:func:`flamefit.fit.correspondence.dense_correspondence` derives from renders and caches).
 """
 
 from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +36,7 @@ import torch
 from flamefit.errors import ModelFileError
 from flamefit.model.landmarks import Landmarks68, MeshLandmarks
 
+ALGORITHM_VERSION = 1
 N_YAW_BINS = 79  # RingNet/DECA: 0..39 degrees, then -1..-39 (see flamefit.model.landmarks.yaw_bin)
 MAX_SHIFT_MM = 25.0  # how far a contour point may move back (towards the ear) along its cut
 MAX_FORWARD_MM = 80.0  # ... and forwards (the far side of a turned head)
@@ -56,12 +62,15 @@ def view_direction(yaw_deg: np.ndarray) -> np.ndarray:
     return np.stack([-np.sin(a), np.zeros_like(a), np.cos(a)], -1)
 
 
-def landmarks68_from_dense(dense: MeshLandmarks, model) -> Landmarks68:
+def landmarks68_from_dense(dense: MeshLandmarks, model, cache_dir: str | os.PathLike | None = None) -> Landmarks68:
     """68 model landmarks (RingNet's format: 51 static + 79 yaw bins x 17 contour points) from MediaPipe's 478.
 
     ``dense``: the 478-point correspondence (:func:`flamefit.fit.correspondence.dense_correspondence`);
     ``model``: the :class:`~flamefit.model.flame.FlameModel` it belongs to (its neutral template is used).
+    Cached next to the correspondence (``cache_dir``, ``$FLAMEFIT_CACHE_DIR`` or the user cache dir), keyed by
+    the template, the faces, the correspondence and :data:`ALGORITHM_VERSION`.
     """
+    from flamefit.fit.correspondence import cache_directory
     from flamefit.observe.mp68 import MP_TO_68
 
     if len(dense) != MP_TO_68.shape[1]:
@@ -72,6 +81,36 @@ def landmarks68_from_dense(dense: MeshLandmarks, model) -> Landmarks68:
     if int(dense.face_idx.max()) >= faces.shape[0] or int(dense.face_idx.min()) < 0:
         raise ModelFileError(f"{getattr(model, 'source', 'the model')}: the 478-point correspondence indexes faces "
                              f"beyond the model's {faces.shape[0]}; it belongs to another mesh.")
+    h = hashlib.sha256()
+    for a in (verts.numpy(), faces.numpy(), dense.face_idx.numpy(), dense.bary.double().numpy()):
+        h.update(np.ascontiguousarray(a).tobytes())
+    path = cache_directory(cache_dir) / f"{h.hexdigest()}_landmarks68_v{ALGORITHM_VERSION}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = [z[k] for k in ("s_idx", "s_bary", "d_idx", "d_bary")]
+            if arrays[2].shape == (N_YAW_BINS, 17) and int(max(arrays[0].max(), arrays[2].max())) < faces.shape[0]:
+                return Landmarks68(*arrays, source=SOURCE)
+        except (OSError, KeyError, ValueError):
+            pass  # damaged: recompute
+    lmk = _derive(dense, verts, faces)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, s_idx=lmk.static.face_idx.numpy(), s_bary=lmk.static.bary.numpy(),
+                     d_idx=lmk.dynamic_face_idx.numpy(), d_bary=lmk.dynamic_bary.numpy())
+        os.replace(tmp, path)  # atomic: concurrent runs never read half a file
+    except OSError:  # an unwritable cache only costs time
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return lmk
+
+
+def _derive(dense: MeshLandmarks, verts: torch.Tensor, faces: torch.Tensor) -> Landmarks68:
+    from flamefit.observe.mp68 import MP_TO_68
+
     P = verts[0].numpy()
     F = faces.numpy()
     dense_pts = dense.project(verts, faces)[0].numpy()  # (478,3)

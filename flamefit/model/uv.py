@@ -221,17 +221,16 @@ def generated_uv_layout(vertices, faces, cache_dir: str | os.PathLike | None = N
         except (OSError, KeyError, ValueError):
             pass  # damaged: recompute and overwrite
     layout = generate_uv_layout(v, f)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, vt=layout.vt.numpy(), ft=layout.ft.numpy(), source=np.array(layout.source))
         os.replace(tmp, path)  # atomic: concurrent runs never see half a file
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
+    except OSError:  # an unwritable cache only costs time
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return layout
 
 

@@ -92,6 +92,30 @@ def test_contour_follows_the_silhouette(synthetic):
     assert (pts[30, 1:8, 2] <= pts[0, 1:8, 2] + 1e-6).all()
 
 
+def test_cached_per_mesh_and_correspondence(synthetic, tmp_path, monkeypatch):
+    import flamefit.fit.derived68 as d68
+
+    model, dense, *_ = synthetic
+    first = landmarks68_from_dense(dense, model, cache_dir=tmp_path)
+    files = list(tmp_path.glob("*_landmarks68_v*.npz"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp*"))
+
+    def fail(*args):
+        raise AssertionError("derived again although cached")
+
+    monkeypatch.setattr(d68, "_derive", fail)
+    again = landmarks68_from_dense(dense, model, cache_dir=tmp_path)
+    assert torch.equal(again.dynamic_face_idx, first.dynamic_face_idx)
+    assert torch.equal(again.static.bary, first.static.bary)
+    monkeypatch.undo()
+    files[0].write_bytes(b"damaged")
+    fixed = landmarks68_from_dense(dense, model, cache_dir=tmp_path)
+    assert torch.equal(fixed.dynamic_bary, first.dynamic_bary)
+    other = MeshLandmarks(dense.face_idx.flip(0), dense.bary.flip(0))  # another correspondence, another entry
+    landmarks68_from_dense(other, model, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*_landmarks68_v*.npz"))) == 2
+
+
 def test_rejects_a_correspondence_of_another_mesh(synthetic):
     from flamefit.errors import ModelFileError
 
