@@ -80,7 +80,7 @@ def run(assets: str | None = None, n_images: int = 10, fit: bool = True, overrid
     dense = dense_correspondence(model)
     t0 = time.perf_counter()
     derived = landmarks68_from_dense(dense, model)
-    report = {"derive_s": time.perf_counter() - t0, "model": str(model_path), "uv": model.uv.source,
+    report = {"derive_or_cached_s": time.perf_counter() - t0, "model": str(model_path), "uv": model.uv.source,
               **geometry(model, ringnet, derived)}
     if not fit:
         return report
