@@ -66,6 +66,7 @@ class TrackConfig:
     photometric_lr: float = 0.01
     photometric_resolution: int = 64  # render side of the per-window photometric stage (pixels)
     identity_photometric_resolution: int = 128  # render side of the identity's photometric stage
+    identity_photometric_iters: int = 60  # photometric iterations of the identity fit (all K frames at once)
     temporal_weight: float = 1.0  # factor on all temporal weights (0: frames independent but warm-started)
     accel: dict = field(default_factory=lambda: dict(DEFAULT_ACCEL))
     velocity: dict = field(default_factory=lambda: dict(DEFAULT_VELOCITY))
@@ -224,7 +225,7 @@ def fit_identity(fitter, frames: list[FrameObs], cfg: TrackConfig) -> Identity:
     targets = [frame_target(f, focal) for f in frames]
     if cfg.mode == "photometric":
         fcfg = dataclasses.replace(
-            fitter.cfg, photometric=dataclasses.replace(fitter.cfg.photometric,
+            fitter.cfg, photometric=dataclasses.replace(fitter.cfg.photometric, iters=cfg.identity_photometric_iters,
                                                         resolution=cfg.identity_photometric_resolution))
         full = _with_config(fitter, fcfg)
         names = ("rigid", "landmarks", "appearance", "photometric")
