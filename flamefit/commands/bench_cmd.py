@@ -19,6 +19,7 @@ BENCHMARKS = {
     "render": "Renderer forward+backward time at several resolutions and batch sizes.",
     "fit": "Single-image fitting: synthetic recovery, real-image accuracy, speed.",
     "observe": "Landmark NME, skin-mask IoU and detection time on the shared images (--correspondence: FLAME).",
+    "track": "Video tracking: frames/s per mode and stage, jitter/lag, vertex errors vs independent fits, RSS.",
 }
 
 

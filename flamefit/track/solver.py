@@ -45,12 +45,36 @@ def _unpack(p: FlameParams, x: torch.Tensor, layout) -> FlameParams:
     return q
 
 
-class WindowProblem:
-    """Residuals of the landmark objective for a batch of frames (see the module doc)."""
+def identity_model(fitter, shape: torch.Tensor, which: tuple[str, ...]):
+    """FLAME on the vertices of the landmark sets ``which`` ('68', 'dense') with the identity ``shape`` (n_shape,)
+    folded into the template: exact there, and the tracker's model evaluations skip the identity blend shapes.
+    Call it with ``shape=None``; its ``faces`` index its own vertices."""
+    from flamefit.fit.sparse_flame import SubsetFlame
 
-    def __init__(self, fitter, batch, delta: float = 0.02):
+    faces = []
+    if "68" in which and fitter.landmarks68 is not None:
+        faces += [fitter.landmarks68.static.face_idx.reshape(-1), fitter.landmarks68.dynamic_face_idx.reshape(-1)]
+    if "dense" in which and fitter.dense is not None:
+        faces.append(fitter.dense.face_idx.reshape(-1))
+    sub = SubsetFlame(fitter.model, torch.unique(torch.cat(faces)))
+    ns = sub.n_shape
+    s = shape.reshape(1, -1).to(sub.v_template)
+    sub.v_template = sub.v_template + (s @ sub.shapedirs[:ns]).view(-1, 3)
+    sub.j_template = sub.j_template + (s @ sub.j_dirs[:ns]).view(-1, 3)
+    sub.shapedirs = sub.shapedirs[ns:].contiguous()
+    sub.j_dirs = sub.j_dirs[ns:].contiguous()
+    sub.n_shape = 0
+    return sub
+
+
+class WindowProblem:
+    """Residuals of the landmark objective for a batch of frames (see the module doc). ``model``: an
+    :func:`identity_model` for the batch's landmark sets (else the fitter's own landmark model is used)."""
+
+    def __init__(self, fitter, batch, delta: float = 0.02, model=None):
         self.fitter = fitter
         self.batch = batch
+        self.model = model
         self.delta = delta
         self.R = float(batch.resolution)
         self.w = fitter.cfg.weights
@@ -59,7 +83,11 @@ class WindowProblem:
 
     def points(self, p: FlameParams) -> dict[str, torch.Tensor]:
         f = self.fitter
-        if hasattr(f, "landmark_vertices"):
+        if self.model is not None:
+            out = self.model(expression=p.expression, global_pose=p.global_pose, neck_pose=p.neck_pose,
+                             jaw_pose=p.jaw_pose, eye_pose=p.eye_pose)
+            pts = f.model_points(p, out.vertices, self.which, self.model.faces)
+        elif hasattr(f, "landmark_vertices"):
             verts, faces = f.landmark_vertices(p)
             pts = f.model_points(p, verts, self.which, faces)
         else:
@@ -185,11 +213,11 @@ def _temporal_system(B: int, layout, accel: dict, velocity: dict, history: dict,
 @torch.no_grad()
 def solve_window(fitter, batch, params: FlameParams, *, iters: int = 4, accel: dict | None = None,
                  velocity: dict | None = None, history: dict | None = None, damping: float = 1e-3,
-                 tol: float = 1e-4) -> tuple[FlameParams, dict]:
+                 tol: float = 1e-4, model=None) -> tuple[FlameParams, dict]:
     """Levenberg-Marquardt on ``params`` (B frames, crop intrinsics); the fields in :data:`FREE` move, the rest
     (identity, camera rotation, intrinsics, light) stay. Returns the parameters and a log."""
     accel, velocity, history = accel or {}, velocity or {}, history or {}
-    prob = WindowProblem(fitter, batch)
+    prob = WindowProblem(fitter, batch, model=model)
     layout = _layout(params)
     x = _pack(params, layout).detach()
     B, P = x.shape

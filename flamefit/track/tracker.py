@@ -270,6 +270,7 @@ class Tracker:
                       "known": 0}
         self.timings = {"fit_s": 0.0, "prepare_s": 0.0, "landmarks_s": 0.0, "photometric_s": 0.0}
         self._fcfg = self._stage_config()
+        self._models: dict = {}  # landmark sets -> identity_model (FLAME on their vertices, identity folded in)
 
     # -- stream --------------------------------------------------------------------------------------------------
     def push(self, obs: FrameObs) -> None:
@@ -313,6 +314,50 @@ class Tracker:
         self.flush()
 
     # -- one window ----------------------------------------------------------------------------------------------
+    def _landmark_batch(self, frames: list[FrameObs]):
+        """The landmark part of :func:`flamefit.fit.targets.prepare_batch` (same crops, intrinsics and weights),
+        without resampling the images: landmark stages never read pixels, and each frame is prepared twice."""
+        from flamefit import ibug68
+        from flamefit.fit.crop import Crop
+        from flamefit.fit.targets import TargetBatch
+
+        f, cfg = self.fitter, self._fcfg
+        R = int(cfg.resolution)
+        kw = {"device": f.device, "dtype": f.dtype}
+        use68 = f.landmarks68 is not None and all(o.lmks_68 is not None for o in frames)
+        use_dense = f.dense is not None and all(o.lmks_dense is not None for o in frames)
+        if not (use68 or use_dense):  # mixed sets in one window: the general path
+            return prepare_batch([frame_target(o, self.identity.focal_px) for o in frames], cfg,
+                                 f.landmarks68 is not None, f.dense is not None, device=f.device, dtype=f.dtype)
+        w68 = np.ones(68) * cfg.weights.lmk68
+        w68[list(ibug68.JAW)] *= cfg.weights.lmk68_contour
+        crops, focal, pp, l68, ld = [], [], [], [], []
+        for o in frames:
+            pts = [np.asarray(p, np.float64) for p in (o.lmks_68, o.lmks_dense) if p is not None]
+            crop = Crop.around(np.concatenate(pts), R, cfg.crop_scale)
+            crops.append(crop)
+            H, W = self.identity.image_size
+            focal.append(self.identity.focal_px * crop.scale)
+            pp.append(crop.to_crop(np.array((W / 2.0, H / 2.0))))
+            if use68:
+                l68.append(crop.to_crop(o.lmks_68))
+            if use_dense:
+                ld.append(crop.to_crop(o.lmks_dense))
+        B = len(frames)
+
+        def t(a):
+            return torch.as_tensor(np.asarray(a), **kw)
+
+        n_d = len(ld[0]) if use_dense else 0
+        return TargetBatch(
+            targets=[FitTarget(image=o.image, lmks_68=o.lmks_68, lmks_dense=o.lmks_dense, name=f"frame {o.index}")
+                     for o in frames],
+            crops=crops, resolution=R, focal_px=t(focal), principal_px=t(np.stack(pp)),
+            lmk68=t(np.stack(l68)) if use68 else None, lmk68_weights=t(np.tile(w68, (B, 1))) if use68 else None,
+            has68=torch.full((B,), use68), dense=t(np.stack(ld)) if use_dense else None,
+            dense_weights=t(np.full((B, n_d), cfg.weights.lmk_dense)) if use_dense else None,
+            has_dense=torch.full((B,), use_dense))
+
     def _stage_config(self) -> FitConfig:
         c = self.cfg
         base = self.fitter.cfg
@@ -419,9 +464,12 @@ class Tracker:
     def _fit(self, frames: list[FrameObs], cold: bool) -> tuple[list[FlameParams], np.ndarray]:
         t0 = time.perf_counter()
         f = self.fitter
-        levels = (self.cfg.photometric_resolution,) if self.cfg.mode == "photometric" else ()
-        batch = prepare_batch([frame_target(o, self.identity.focal_px) for o in frames], self._fcfg,
-                              f.landmarks68 is not None, f.dense is not None, levels, device=f.device, dtype=f.dtype)
+        if self.cfg.mode == "photometric":
+            batch = prepare_batch([frame_target(o, self.identity.focal_px) for o in frames], self._fcfg,
+                                  f.landmarks68 is not None, f.dense is not None, (self.cfg.photometric_resolution,),
+                                  device=f.device, dtype=f.dtype)
+        else:
+            batch = self._landmark_batch(frames)
         params = self._initial(frames, batch, cold)
         history = [] if cold else self.history
         self.timings["prepare_s"] += time.perf_counter() - t0
@@ -458,8 +506,20 @@ class Tracker:
         s = c.temporal_weight
         out, _ = solve_window(self.fitter, batch, params, iters=c.lm_cold_iters if cold else c.lm_iters,
                               accel={k: v * s for k, v in c.accel.items()},
-                              velocity={k: v * s for k, v in c.velocity.items()}, history=hist)
+                              velocity={k: v * s for k, v in c.velocity.items()}, history=hist,
+                              model=self._identity_model(batch))
         return out
+
+    def _identity_model(self, batch):
+        from flamefit.track.solver import identity_model
+
+        f = self.fitter
+        which = tuple(k for k, v, m in (("68", batch.lmk68, f.landmarks68), ("dense", batch.dense, f.dense))
+                      if v is not None and m is not None)
+        if which not in self._models:
+            shape = torch.as_tensor(self.identity.shape, dtype=f.dtype, device=f.device)
+            self._models[which] = identity_model(f, shape, which)
+        return self._models[which]
 
     @torch.no_grad()
     def _residuals(self, params: FlameParams, batch) -> np.ndarray:

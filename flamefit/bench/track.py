@@ -1,0 +1,290 @@
+"""``flamefit bench track``: the video tracker's speed, stability, accuracy and memory.
+
+* Synthetic clip with known motion (:func:`flamefit.fit.synthetic_video.make_synthetic_clip`: smooth pose, talking
+  jaw, expressions, blinks) written to an mp4 and tracked through the whole pipeline (decode, "detect", fit, write
+  npz); the detector is a stand-in that returns the truth's 68 points plus detector-like noise
+  (:class:`flamefit.track.GivenLandmarks`). Reported: frames/s per mode and per stage, jitter of the fitted 68
+  points against the raw detections' (ratio; target <= 0.35), lag in frames (target |lag| <= 1), the per-frame
+  face-region vertex error after a similarity alignment of each frame, the error after ONE alignment for the whole
+  clip (target within 2x the per-frame error), and the same for independent single-image fits (rigid + landmarks
+  stages, no shared identity) of the same frames (target: the tracker's per-frame error below theirs).
+* The shared real videos with MediaPipe in tracking mode (landmark mode): frames/s and stage times.
+* Peak RSS of ``flamefit track`` in a fresh process for a short input and one 10x longer (the short video looped
+  10 times), both subsampled to the same ``--rss-fps`` (target: within 10 %).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+
+def _assets(assets: str | None) -> Path:
+    cands = [assets, os.environ.get("FLAMEFIT_SHARED_ASSETS"), "../shared/assets",
+             str(Path(__file__).resolve().parents[2].parent / "shared" / "assets")]
+    for c in cands:
+        if c and Path(c).is_dir():
+            return Path(c)
+    raise click.ClickException("the stand-in assets were not found: pass --assets DIR (../shared/assets)")
+
+
+def _asset_paths(assets: Path) -> dict:
+    return {"flame": assets / "flame_standin" / "standin_flame2023.pkl",
+            "texture_space": assets / "flame_standin" / "standin_texture.npz",
+            "landmarks_static": assets / "flame_landmarks" / "flame_static_embedding.pkl",
+            "landmarks_dynamic": assets / "flame_landmarks" / "flame_dynamic_embedding.npy"}
+
+
+def _fitter(assets: Path, device="cpu"):
+    from flamefit.fit.api import build_fitter
+    from flamefit.fit.config import load_config
+
+    a = _asset_paths(assets)
+    return build_fitter(a["flame"], a["texture_space"], load_config(), device=device,
+                        landmarks_static=a["landmarks_static"], landmarks_dynamic=a["landmarks_dynamic"])
+
+
+def _camera_vertices(npz) -> np.ndarray:
+    import torch
+
+    from flamefit.model.lbs import axis_angle_to_matrix
+
+    cam = np.asarray(npz["cam"], np.float64)
+    R = axis_angle_to_matrix(torch.as_tensor(cam[None, :3]))[0].numpy()
+    return np.asarray(npz["vertices"], np.float64) @ R.T + cam[3:]
+
+
+def _collect(out_dir: Path, indices) -> dict[str, np.ndarray]:
+    fit68, verts = [], []
+    for i in indices:
+        p = out_dir / "frames" / f"{i:06d}.npz"
+        if not p.is_file():
+            fit68.append(np.full((68, 2), np.nan))
+            verts.append(None)
+            continue
+        with np.load(p) as d:
+            fit68.append(d["lmks_68_fit"])
+            verts.append(_camera_vertices(d))
+    V = next(v for v in verts if v is not None).shape
+    verts = [v if v is not None else np.full(V, np.nan) for v in verts]
+    return {"lmks_68_fit": np.stack(fit68), "verts_cam": np.stack(verts)}
+
+
+def _stage_rates(doc: dict) -> dict:
+    t = doc["timings"]
+    n = max(doc["frames"]["written_this_run"], 1)
+    out = {"frames": doc["frames"]["written_this_run"], "total_s": t["total_s"], "identity_s": t["identity_s"],
+           "frames_per_s": n / t["total_s"],
+           "frames_per_s_excluding_identity": n / max(t["total_s"] - t["identity_s"], 1e-9)}
+    for k in ("decode_s", "detect_s", "prepare_s", "landmarks_s", "photometric_s", "write_s"):
+        if t.get(k):
+            out[f"{k[:-2]}_ms_per_frame"] = 1000 * t[k] / n
+    return out
+
+
+def independent_fits(fitter, clip, video: Path, indices, chunk: int = 10) -> dict[str, np.ndarray]:
+    """Rigid + landmark single-image fits of the frames ``indices``, each on its own (no shared identity)."""
+    import torch
+
+    from flamefit.fit.crop import params_to_original
+    from flamefit.fit.landmarks import model_landmarks_68
+    from flamefit.fit.targets import FitTarget
+    from flamefit.observe.video import read_video
+    from flamefit.render.camera import project_points
+
+    want = set(indices)
+    images = {f.index: f.image for f in read_video(video, dtype="float32") if f.index in want}
+    fit68, verts = [], []
+    t0 = time.perf_counter()
+    idx = list(indices)
+    for s in range(0, len(idx), chunk):
+        part = idx[s:s + chunk]
+        targets = [FitTarget(image=images[i], lmks_68=clip.lmks_68_noisy[i], name=str(i)) for i in part]
+        for raw in fitter.fit_batch(targets, stages=("rigid", "landmarks")):
+            p = params_to_original(raw.params, raw.crop)
+            with torch.no_grad():
+                v, _ = fitter.vertices(p)
+                lm = model_landmarks_68(fitter.landmarks68, v, fitter.faces, p.global_pose, p.neck_pose)
+                fit68.append(project_points(fitter.to_camera(p, lm), p.intrinsics())[0].numpy())
+                verts.append(fitter.to_camera(p, v)[0].double().numpy())
+    return {"lmks_68_fit": np.stack(fit68), "verts_cam": np.stack(verts),
+            "frames_per_s": len(idx) / (time.perf_counter() - t0)}
+
+
+def _accuracy(res: dict, clip, indices) -> dict:
+    from flamefit.bench.track_metrics import jitter_report, lag_frames, vertex_error_report
+
+    idx = list(indices)
+    out = jitter_report(res["lmks_68_fit"], clip.lmks_68_noisy[idx], clip.lmks_68[idx])
+    out["lag_frames"] = lag_frames(res["lmks_68_fit"], clip.lmks_68[idx])
+    out.update(vertex_error_report(res["verts_cam"], clip.verts_cam[idx], clip.face_region))
+    return out
+
+
+def synthetic(fitter, tmp: Path, n_frames: int, size: int, photometric_frames: int, independent_frames: int,
+              noise_px: float, seed: int = 11) -> dict:
+    import torch
+
+    from flamefit.fit.synthetic_video import make_synthetic_clip
+    from flamefit.track import GivenLandmarks, TrackConfig, track_video
+
+    model = fitter.model
+    n_render = max(n_frames, photometric_frames)
+    video = tmp / "synthetic.mp4"
+    with torch.no_grad():
+        clip = make_synthetic_clip(model, landmarks68=fitter.landmarks68, texture_space=fitter.full_texture_space,
+                                   n_frames=n_render, fps=25, height=size, width=size, seed=seed,
+                                   landmark_noise_px=noise_px, video_path=video, keep_frames=False)
+    report = {"clip": {"frames": n_render, "size_px": size, "fps": 25, "landmark_noise_px_at_256": noise_px,
+                       "detector": "truth 68 points + noise (GivenLandmarks)"}}
+    for mode, n in (("landmarks", n_frames), ("photometric", photometric_frames)):
+        if n < 3:
+            continue
+        out = tmp / f"syn_{mode}"
+        doc = track_video(video, out, fitter, GivenLandmarks(clip.lmks_68_noisy), TrackConfig(mode=mode),
+                          end_s=n / 25 - 1e-6)
+        r = {"speed": _stage_rates(doc), "tracker": doc["tracker"]}
+        r["accuracy"] = _accuracy(_collect(out, range(n)), clip, range(n))
+        report[mode] = r
+    k = min(independent_frames, n_frames)
+    if k >= 3:
+        ind = independent_fits(fitter, clip, video, range(k))
+        report["independent_fits"] = {"frames": k, "stages": "rigid+landmarks", "frames_per_s": ind["frames_per_s"],
+                                      "accuracy": _accuracy(ind, clip, range(k))}
+        report["landmarks"]["accuracy_first_frames_like_independent"] = _accuracy(
+            _collect(tmp / "syn_landmarks", range(k)), clip, range(k))
+    return report
+
+
+def real_video(fitter, video: Path, tmp: Path, seconds: float, blendshapes: bool) -> dict:
+    from flamefit.track import MediaPipeFrames, TrackConfig, track_video
+
+    det = MediaPipeFrames(blendshapes=blendshapes)
+    try:
+        doc = track_video(video, tmp / f"real_{video.stem}_{int(blendshapes)}", fitter, det, TrackConfig(),
+                          end_s=seconds)
+    finally:
+        det.close()
+    return {"video": video.name, "seconds": seconds, "blendshapes": blendshapes, "speed": _stage_rates(doc),
+            "tracker": doc["tracker"], "no_face_frames": doc["frames"]["no_face"]}
+
+
+def _looped(video: Path, times: int, path: Path) -> Path:
+    from flamefit.observe.video import VideoWriter, probe_video, read_video
+
+    info = probe_video(video)
+    with VideoWriter(path, info.fps or 25.0) as w:
+        for _ in range(times):
+            for f in read_video(video):
+                w.write(f.image)
+    return path
+
+
+_RSS_CHILD = """
+import json, sys, torch
+torch.set_num_threads(1)
+from pathlib import Path
+from flamefit.bench.track import _fitter
+from flamefit.bench.track_metrics import peak_rss_mb
+from flamefit.track import MediaPipeFrames, TrackConfig, track_video
+fitter = _fitter(Path(sys.argv[1]))
+det = MediaPipeFrames(blendshapes=False)
+doc = track_video(sys.argv[2], sys.argv[3], fitter, det, TrackConfig(), fps=float(sys.argv[4]))
+print(json.dumps({"peak_rss_mb": peak_rss_mb(), "frames": doc["frames"]["written_this_run"],
+                  "total_s": doc["timings"]["total_s"]}))
+"""
+
+
+def rss(assets: Path, video: Path, tmp: Path, fps: float) -> dict:
+    from flamefit.observe.video import probe_video
+
+    long = _looped(video, 10, tmp / "long.mp4")
+    out = {}
+    for name, v in (("short", video), ("long_10x", long)):
+        proc = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(assets), str(v), str(tmp / f"rss_{name}"),
+                               str(fps)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            out[name] = {"error": proc.stderr.strip().splitlines()[-1:]}
+            continue
+        d = json.loads(proc.stdout.strip().splitlines()[-1])
+        d["duration_s"] = probe_video(v).duration_s
+        out[name] = d
+    if "peak_rss_mb" in out.get("short", {}) and "peak_rss_mb" in out.get("long_10x", {}):
+        out["long_over_short"] = out["long_10x"]["peak_rss_mb"] / out["short"]["peak_rss_mb"]
+    out["fps_subsampling"] = fps
+    return out
+
+
+def targets(report: dict) -> dict:
+    out = {}
+    lm = report.get("synthetic", {}).get("landmarks")
+    if lm:
+        a = lm["accuracy"]
+        out["jitter_ratio<=0.35"] = a["jitter_ratio"] <= 0.35
+        out["|lag|<=1"] = abs(a["lag_frames"]) <= 1
+        out["clip_over_frame<=2"] = a["clip_over_frame"] <= 2
+        ind = report["synthetic"].get("independent_fits")
+        if ind:
+            mine = lm["accuracy_first_frames_like_independent"]["per_frame_aligned_mm"]
+            out["per_frame_error_below_independent"] = mine < ind["accuracy"]["per_frame_aligned_mm"]
+    for r in report.get("real", []):
+        if not r.get("blendshapes"):
+            out[f"landmarks>=10fps[{r['video']}]"] = r["speed"]["frames_per_s_excluding_identity"] >= 10
+    ph = report.get("synthetic", {}).get("photometric")
+    if ph:
+        out["photometric>=2fps[synthetic]"] = ph["speed"]["frames_per_s_excluding_identity"] >= 2
+    if "long_over_short" in report.get("rss", {}):
+        out["rss_within_10%"] = abs(report["rss"]["long_over_short"] - 1) <= 0.10
+    return out
+
+
+@click.command(name="track")
+@click.option("--assets", type=click.Path(file_okay=False), help="The shared assets folder (../shared/assets).")
+@click.option("--frames", default=100, show_default=True, help="Synthetic clip length (landmark mode).")
+@click.option("--photometric-frames", default=40, show_default=True, help="Frames tracked in photometric mode.")
+@click.option("--independent-frames", default=30, show_default=True,
+              help="Frames fitted independently for the comparison.")
+@click.option("--size", default=384, show_default=True, help="Synthetic frame size (pixels).")
+@click.option("--noise", default=1.5, show_default=True, help="Detector noise (px at 256 px).")
+@click.option("--real/--no-real", "do_real", default=True, show_default=True, help="Also track the shared videos.")
+@click.option("--real-seconds", default=4.0, show_default=True, help="Seconds of each real video.")
+@click.option("--rss/--no-rss", "do_rss", default=True, show_default=True, help="Peak RSS short vs 10x input.")
+@click.option("--rss-fps", default=2.0, show_default=True, help="Frames/s tracked in the RSS runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def command(assets, frames, photometric_frames, independent_frames, size, noise, do_real, real_seconds, do_rss,
+            rss_fps, as_json):
+    """Tracker speed per mode and stage, jitter/lag, vertex errors vs independent fits, peak RSS."""
+    from flamefit.bench.common import environment
+
+    assets = _assets(assets)
+    fitter = _fitter(assets)
+    report: dict = {"environment": environment()}
+    with tempfile.TemporaryDirectory(prefix="flamefit-bench-track-") as tmp:
+        tmp = Path(tmp)
+        report["synthetic"] = synthetic(fitter, tmp, frames, size, photometric_frames, independent_frames, noise)
+        if do_real:
+            report["real"] = []
+            for name in ("obama_weekly_address_matted_512.mp4", "tears_of_steel_clip01_640x360.mp4"):
+                v = assets / "videos" / name
+                if v.is_file():
+                    report["real"].append(real_video(fitter, v, tmp, real_seconds, blendshapes=False))
+            v = assets / "videos" / "obama_weekly_address_matted_512.mp4"
+            if v.is_file():
+                report["real"].append(real_video(fitter, v, tmp, min(real_seconds, 2.0), blendshapes=True))
+        if do_rss:
+            v = assets / "videos" / "obama_weekly_address_matted_512.mp4"
+            if v.is_file():
+                report["rss"] = rss(assets, v, tmp, rss_fps)
+    report["targets_met"] = targets(report)
+    if as_json:
+        click.echo(json.dumps(report, default=float))
+        return
+    click.echo(json.dumps(report, indent=1, default=float))
