@@ -154,35 +154,43 @@ def fill_mirror_then_opencv(maps, known, mirror_uv: torch.Tensor | None = None, 
     return fill_opencv(m, mirror_known(known, mirror_uv), **kwargs)
 
 
-def push_pull(x: torch.Tensor, weight: torch.Tensor, *, min_size: int = 2) -> torch.Tensor:
+def push_pull(x: torch.Tensor, weight: torch.Tensor, *, min_size: int = 2, smooth_iters: int = 0) -> torch.Tensor:
     """Push-pull (pyramid) interpolation, channels-first: values (B,C,H,W) known where ``weight`` (B,1,H,W) in
     [0,1] is positive -> a smooth fill everywhere (B,C,H,W). Averages of known values are pushed down a 2x2
     pyramid, then pulled back up: each level keeps its own (weighted) value where it has data and takes the
-    upsampled coarser level elsewhere. Differentiable; device follows the inputs."""
+    upsampled coarser level elsewhere. With ``smooth_iters`` > 0, each level of the pull also relaxes its free
+    texels that many Jacobi steps towards the average of their neighbours (a cascadic multigrid solve of Laplace's
+    equation: the membrane fill, close to OpenCV's Navier-Stokes inpainting across thin gaps). Differentiable;
+    device follows the inputs."""
     xs, ws = [x * weight], [weight]
     while min(xs[-1].shape[-2:]) > min_size:
         xs.append(F.avg_pool2d(xs[-1], 2, ceil_mode=True))
         ws.append(F.avg_pool2d(ws[-1], 2, ceil_mode=True))
     val = xs[-1] / ws[-1].clamp_min(1e-8)
-    for xl, wl in zip(reversed(xs[:-1]), reversed(ws[:-1]), strict=True):
+    for level, (xl, wl) in enumerate(zip(reversed(xs[:-1]), reversed(ws[:-1]), strict=True)):
         up = F.interpolate(val, size=xl.shape[-2:], mode="bilinear", align_corners=False)
         a = wl.clamp(0.0, 1.0)
         val = torch.where(wl > 0, xl / wl.clamp_min(1e-8), up) * a + up * (1 - a)
+        if smooth_iters > 0:
+            fixed = wl >= (1.0 - 1e-6) if level < len(xs) - 2 else wl > 0
+            for _ in range(smooth_iters):
+                nb = F.avg_pool2d(F.pad(val, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+                val = torch.where(fixed, val, nb)
     return val
 
 
-def fill_pushpull(maps, known) -> torch.Tensor:
-    """Smooth pyramid fill of the unknown texels (:func:`push_pull`)."""
+def fill_pushpull(maps, known, *, smooth_iters: int = 0) -> torch.Tensor:
+    """Smooth pyramid fill of the unknown texels (:func:`push_pull`; ``smooth_iters`` > 0: membrane fill)."""
     m, k, single = _maps(maps, known)
     kf = k.to(m.dtype).unsqueeze(1)
-    pp = push_pull(m.permute(0, 3, 1, 2), kf).permute(0, 2, 3, 1)
+    pp = push_pull(m.permute(0, 3, 1, 2), kf, smooth_iters=smooth_iters).permute(0, 2, 3, 1)
     return _out(torch.where(k.unsqueeze(-1), m, pp), single)
 
 
-def fill_mirror_then_pushpull(maps, known) -> torch.Tensor:
+def fill_mirror_then_pushpull(maps, known, *, smooth_iters: int = 0) -> torch.Tensor:
     """Mirror (``u -> 1 - u``) first, then push-pull: the cheap fill the inpainting network starts from."""
     m = fill_mirror(maps, known)
-    return fill_pushpull(m, mirror_known(known))
+    return fill_pushpull(m, mirror_known(known), smooth_iters=smooth_iters)
 
 
 def fill_mean(maps, known) -> torch.Tensor:

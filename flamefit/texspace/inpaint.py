@@ -38,6 +38,7 @@ from flamefit.texspace.fills import push_pull
 from flamefit.texspace.strokes import training_holes
 
 CHECKPOINT_FORMAT = "flamefit-inpaint-v1"
+MEMBRANE_ITERS = 20  # Jacobi steps per pyramid level of the classical fills the network starts from
 
 
 class GatedConv2d(nn.Module):
@@ -59,9 +60,10 @@ class GatedConv2d(nn.Module):
 
 class InpaintNet(nn.Module):
     """Gated U-Net: 3 scales (1, 1/2, 1/4), dilated gated convolutions (2, 4, 8) at 1/4, skip connections. It
-    predicts a per-texel blend of two cheap classical fills plus a colour correction: a push-pull fill
-    (:func:`flamefit.texspace.fills.push_pull`) of the known texels and (``mirror_input``) the u-mirrored texel
-    where known, push-pull for the rest. The output layer starts at zero: the untrained net is their average.
+    predicts a per-texel blend of two cheap classical fills plus a colour correction: a membrane fill
+    (:func:`flamefit.texspace.fills.push_pull` with smoothing) of the known texels and (``mirror_input``) the
+    u-mirrored texel where known, membrane for the rest. The output layer starts at zero: the untrained net is
+    their average.
 
     ``make_input(maps (B,3,H,W), known (B,1,H,W), layout (B,1,H,W))`` -> input channels (crop them, if at all,
     after this step); ``forward(inputs)`` -> (B,3,H,W) prediction in 0..1 everywhere (H, W multiples of 4).
@@ -91,11 +93,11 @@ class InpaintNet(nn.Module):
         # two cheap classical fills that the network blends and corrects (fast to learn for a small net): a smooth
         # push-pull of the known texels (best across thin gaps) and, with mirror_input, the u-mirrored texel where
         # that is known, push-pull for the rest (best over large unseen regions)
-        local = push_pull(maps, known) - 0.5
+        local = push_pull(maps, known, smooth_iters=MEMBRANE_ITERS) - 0.5
         if self.mirror_input:
             km = known.flip(-1)
             base = torch.where(known > 0, maps, torch.where(km > 0, maps.flip(-1), torch.zeros_like(maps)))
-            mirrored = push_pull(base, torch.maximum(known, km)) - 0.5
+            mirrored = push_pull(base, torch.maximum(known, km), smooth_iters=MEMBRANE_ITERS) - 0.5
         else:
             mirrored = local
         parts = [local, mirrored, x, known, layout]
