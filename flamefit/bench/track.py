@@ -228,21 +228,22 @@ def targets(report: dict) -> dict:
     lm = report.get("synthetic", {}).get("landmarks")
     if lm:
         a = lm["accuracy"]
-        out["jitter_ratio<=0.35"] = a["jitter_ratio"] <= 0.35
-        out["|lag|<=1"] = abs(a["lag_frames"]) <= 1
-        out["clip_over_frame<=2"] = a["clip_over_frame"] <= 2
+        out["jitter_ratio<=0.35"] = bool(a["jitter_ratio"] <= 0.35)
+        out["|lag|<=1"] = bool(abs(a["lag_frames"]) <= 1)
+        out["clip_over_frame<=2"] = bool(a["clip_over_frame"] <= 2)
         ind = report["synthetic"].get("independent_fits")
         if ind:
             mine = lm["accuracy_first_frames_like_independent"]["per_frame_aligned_mm"]
-            out["per_frame_error_below_independent"] = mine < ind["accuracy"]["per_frame_aligned_mm"]
+            out["per_frame_error_below_independent"] = bool(mine < ind["accuracy"]["per_frame_aligned_mm"])
     for r in report.get("real", []):
         if not r.get("blendshapes"):
-            out[f"landmarks>=10fps[{r['video']}]"] = r["speed"]["frames_per_s_excluding_identity"] >= 10
+            out[f"landmarks>=10fps[{r['video']}]"] = bool(r["speed"]["frames_per_s_excluding_identity"] >= 10)
     ph = report.get("synthetic", {}).get("photometric")
     if ph:
-        out["photometric>=2fps[synthetic]"] = ph["speed"]["frames_per_s_excluding_identity"] >= 2
+        out["photometric>=2fps[synthetic]"] = bool(ph["speed"]["frames_per_s_excluding_identity"] >= 2)
+        out["landmarks>=10fps[synthetic]"] = bool(lm["speed"]["frames_per_s_excluding_identity"] >= 10)
     if "long_over_short" in report.get("rss", {}):
-        out["rss_within_10%"] = abs(report["rss"]["long_over_short"] - 1) <= 0.10
+        out["rss_within_10%"] = bool(abs(report["rss"]["long_over_short"] - 1) <= 0.10)
     return out
 
 

@@ -45,7 +45,17 @@ def _unpack(p: FlameParams, x: torch.Tensor, layout) -> FlameParams:
     return q
 
 
-def identity_model(fitter, shape: torch.Tensor, which: tuple[str, ...]):
+def dense_subset(fitter, dense_idx):
+    """The MediaPipe-478 embedding restricted to ``dense_idx`` (None: all of it)."""
+    from flamefit.model.landmarks import MeshLandmarks
+
+    if fitter.dense is None or dense_idx is None:
+        return fitter.dense
+    idx = torch.as_tensor(dense_idx, dtype=torch.int64)
+    return MeshLandmarks(fitter.dense.face_idx[idx], fitter.dense.bary[idx])
+
+
+def identity_model(fitter, shape: torch.Tensor, which: tuple[str, ...], dense_idx=None):
     """FLAME on the vertices of the landmark sets ``which`` ('68', 'dense') with the identity ``shape`` (n_shape,)
     folded into the template: exact there, and the tracker's model evaluations skip the identity blend shapes.
     Call it with ``shape=None``; its ``faces`` index its own vertices."""
@@ -55,7 +65,7 @@ def identity_model(fitter, shape: torch.Tensor, which: tuple[str, ...]):
     if "68" in which and fitter.landmarks68 is not None:
         faces += [fitter.landmarks68.static.face_idx.reshape(-1), fitter.landmarks68.dynamic_face_idx.reshape(-1)]
     if "dense" in which and fitter.dense is not None:
-        faces.append(fitter.dense.face_idx.reshape(-1))
+        faces.append(dense_subset(fitter, dense_idx).face_idx.reshape(-1))
     sub = SubsetFlame(fitter.model, torch.unique(torch.cat(faces)))
     ns = sub.n_shape
     s = shape.reshape(1, -1).to(sub.v_template)
@@ -71,7 +81,7 @@ class WindowProblem:
     """Residuals of the landmark objective for a batch of frames (see the module doc). ``model``: an
     :func:`identity_model` for the batch's landmark sets (else the fitter's own landmark model is used)."""
 
-    def __init__(self, fitter, batch, delta: float = 0.02, model=None):
+    def __init__(self, fitter, batch, delta: float = 0.02, model=None, dense_idx=None):
         self.fitter = fitter
         self.batch = batch
         self.model = model
@@ -80,13 +90,23 @@ class WindowProblem:
         self.w = fitter.cfg.weights
         self.which = tuple(k for k, v in (("68", batch.lmk68), ("dense", batch.dense)) if v is not None
                            and (fitter.landmarks68 is not None if k == "68" else fitter.dense is not None))
+        if dense_idx is not None and len(dense_idx) == 0:
+            self.which = tuple(k for k in self.which if k != "dense")
+        self.dense = dense_subset(fitter, dense_idx)
+        self.dense_target = self.dense_weights = None
+        if "dense" in self.which:
+            sel = slice(None) if dense_idx is None else torch.as_tensor(dense_idx, dtype=torch.int64)
+            self.dense_target = batch.dense[:, sel]
+            self.dense_weights = batch.dense_weights[:, sel]
 
     def points(self, p: FlameParams) -> dict[str, torch.Tensor]:
         f = self.fitter
         if self.model is not None:
             out = self.model(expression=p.expression, global_pose=p.global_pose, neck_pose=p.neck_pose,
                              jaw_pose=p.jaw_pose, eye_pose=p.eye_pose)
-            pts = f.model_points(p, out.vertices, self.which, self.model.faces)
+            pts = f.model_points(p, out.vertices, tuple(k for k in self.which if k == "68"), self.model.faces)
+            if "dense" in self.which:
+                pts["dense"] = self.dense.project(out.vertices, self.model.faces)
         elif hasattr(f, "landmark_vertices"):
             verts, faces = f.landmark_vertices(p)
             pts = f.model_points(p, verts, self.which, faces)
@@ -99,7 +119,7 @@ class WindowProblem:
         """Per-point factors s with 0.5 |s * diff|^2 = the weighted Huber (IRLS: recomputed when ``irls`` is None)."""
         b = self.batch
         out, new_irls = {}, {}
-        for k, target, weight in (("68", b.lmk68, b.lmk68_weights), ("dense", b.dense, b.dense_weights)):
+        for k, target, weight in (("68", b.lmk68, b.lmk68_weights), ("dense", self.dense_target, self.dense_weights)):
             if k not in proj:
                 continue
             if irls is None or k not in irls:
@@ -136,7 +156,7 @@ class WindowProblem:
 
     def targets(self) -> dict:
         b = self.batch
-        return {k: v for k, v in (("68", b.lmk68), ("dense", b.dense)) if k in self.which}
+        return {k: v for k, v in (("68", b.lmk68), ("dense", self.dense_target)) if k in self.which}
 
     def has68(self) -> torch.Tensor:
         return self.batch.has68.to(self.fitter.dtype)[:, None]
@@ -213,11 +233,11 @@ def _temporal_system(B: int, layout, accel: dict, velocity: dict, history: dict,
 @torch.no_grad()
 def solve_window(fitter, batch, params: FlameParams, *, iters: int = 4, accel: dict | None = None,
                  velocity: dict | None = None, history: dict | None = None, damping: float = 1e-3,
-                 tol: float = 1e-4, model=None) -> tuple[FlameParams, dict]:
+                 tol: float = 1e-4, model=None, dense_idx=None) -> tuple[FlameParams, dict]:
     """Levenberg-Marquardt on ``params`` (B frames, crop intrinsics); the fields in :data:`FREE` move, the rest
     (identity, camera rotation, intrinsics, light) stay. Returns the parameters and a log."""
     accel, velocity, history = accel or {}, velocity or {}, history or {}
-    prob = WindowProblem(fitter, batch, model=model)
+    prob = WindowProblem(fitter, batch, model=model, dense_idx=dense_idx)
     layout = _layout(params)
     x = _pack(params, layout).detach()
     B, P = x.shape

@@ -43,6 +43,8 @@ from flamefit.fit.targets import FitTarget, prepare_batch
 from flamefit.track.terms import DEFAULT_ACCEL, DEFAULT_VELOCITY, TemporalTerm
 
 MODES = ("landmarks", "photometric")
+IRIS = tuple(range(468, 478))  # MediaPipe's iris points (centre + 4 per eye)
+DENSE_POINTS = {"iris": IRIS, "all": None, "none": ()}
 IDENTITY_FIELDS = ("shape", "tex", "tex_offset", "focal_px")
 
 
@@ -70,11 +72,16 @@ class TrackConfig:
     temporal_weight: float = 1.0  # factor on all temporal weights (0: frames independent but warm-started)
     accel: dict = field(default_factory=lambda: dict(DEFAULT_ACCEL))
     velocity: dict = field(default_factory=lambda: dict(DEFAULT_VELOCITY))
+    # MediaPipe points the window solver uses next to the 68: 'iris' (the 10 iris points, which carry the gaze the
+    # 68 cannot), 'all' 478 (several times slower per frame), or 'none'; the identity fit always uses all of them
+    dense_points: str = "iris"
     cut_jump: float = 0.35  # median landmark displacement between consecutive frames / face size -> new shot
     reinit_error: float = 0.08  # rms landmark residual / face size after a warm-started window -> cold refit
 
     def validate(self) -> None:
         bad = []
+        if self.dense_points not in DENSE_POINTS:
+            bad.append(f"dense_points must be one of {tuple(DENSE_POINTS)}, got {self.dense_points!r}")
         if self.solver not in ("lm", "adam"):
             bad.append(f"solver must be 'lm' or 'adam', got {self.solver!r}")
         if self.mode not in MODES:
@@ -507,8 +514,14 @@ class Tracker:
         out, _ = solve_window(self.fitter, batch, params, iters=c.lm_cold_iters if cold else c.lm_iters,
                               accel={k: v * s for k, v in c.accel.items()},
                               velocity={k: v * s for k, v in c.velocity.items()}, history=hist,
-                              model=self._identity_model(batch))
+                              model=self._identity_model(batch), dense_idx=self._dense_idx(batch))
         return out
+
+    def _dense_idx(self, batch):
+        sel = DENSE_POINTS[self.cfg.dense_points]
+        if sel is None or batch.dense is None:
+            return None
+        return [i for i in sel if i < batch.dense.shape[1]]
 
     def _identity_model(self, batch):
         from flamefit.track.solver import identity_model
@@ -516,9 +529,11 @@ class Tracker:
         f = self.fitter
         which = tuple(k for k, v, m in (("68", batch.lmk68, f.landmarks68), ("dense", batch.dense, f.dense))
                       if v is not None and m is not None)
+        if self._dense_idx(batch) == []:
+            which = tuple(k for k in which if k != "dense")
         if which not in self._models:
             shape = torch.as_tensor(self.identity.shape, dtype=f.dtype, device=f.device)
-            self._models[which] = identity_model(f, shape, which)
+            self._models[which] = identity_model(f, shape, which, self._dense_idx(batch))
         return self._models[which]
 
     @torch.no_grad()
