@@ -119,8 +119,9 @@ class TextureConfig:
 
 @dataclass
 class FitConfig:
-    """Single-image fitting. Stages: rigid -> landmarks -> appearance (texture + light, geometry frozen) ->
-    photometric (everything) -> offset (texel offset on, geometry frozen)."""
+    """Fitting. Stages (see flamefit.fit.stages): rigid -> landmarks -> appearance (texture + light, geometry
+    frozen) -> photometric_coarse (everything, lower resolution) -> photometric (everything) -> offset (texel offset
+    on, geometry frozen)."""
 
     resolution: int = 224  # internal square fitting resolution (pixels)
     crop_scale: float = 1.7  # crop side = crop_scale * landmark bounding-box side
@@ -132,6 +133,8 @@ class FitConfig:
     rigid: StageConfig = field(default_factory=lambda: StageConfig(iters=30, lr=0.005))
     landmarks: StageConfig = field(default_factory=lambda: StageConfig(iters=120, lr=0.02))
     appearance: StageConfig = field(default_factory=lambda: StageConfig(iters=20, lr=0.05))
+    # coarse-to-fine: the photometric stage first at a lower resolution (0 iterations: off)
+    photometric_coarse: StageConfig = field(default_factory=lambda: StageConfig(iters=0, lr=0.05, resolution=160))
     photometric: StageConfig = field(default_factory=lambda: StageConfig(iters=150, lr=0.05))
     offset: StageConfig = field(default_factory=lambda: StageConfig(iters=40, lr=0.01))
     texture_only: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.01))  # fit-texture

@@ -3,8 +3,10 @@ and schedule, at which image resolution. :func:`build_stages` turns the config i
 optimisation loop (:mod:`flamefit.fit.optimize`) runs any of them.
 
 Default order: rigid (camera only, landmarks) -> landmarks (geometry) -> appearance (texture + light, geometry
-frozen, so shading does not bend the shape early) -> photometric (everything) -> offset (per-texel offset, geometry
-frozen). ``texture`` (for ``fit-texture``) refits texture and light of a saved fit.
+frozen, so shading does not bend the shape early) -> photometric_coarse (everything, at a lower resolution: cheaper
+iterations to get close; off by default: on a CPU the per-iteration cost is mostly resolution-independent) ->
+photometric (everything) -> offset (per-texel offset, geometry frozen). ``texture`` (for ``fit-texture``) refits
+texture and light of a saved fit.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ class StageName(str, Enum):
     RIGID = "rigid"
     LANDMARKS = "landmarks"
     APPEARANCE = "appearance"
+    PHOTOMETRIC_COARSE = "photometric_coarse"
     PHOTOMETRIC = "photometric"
     OFFSET = "offset"
     TEXTURE = "texture"
 
 
-DEFAULT_ORDER = (StageName.RIGID, StageName.LANDMARKS, StageName.APPEARANCE, StageName.PHOTOMETRIC,
-                 StageName.OFFSET)
+DEFAULT_ORDER = (StageName.RIGID, StageName.LANDMARKS, StageName.APPEARANCE, StageName.PHOTOMETRIC_COARSE,
+                 StageName.PHOTOMETRIC, StageName.OFFSET)
 # the config section of each stage (fit-texture's stage is configured as `texture_only`)
 CONFIG_SECTION = {s: ("texture_only" if s is StageName.TEXTURE else s.value) for s in StageName}
 
@@ -123,6 +126,8 @@ def build_stages(cfg: FitConfig, *, has68: bool, has_dense: bool, n_tex: int, fr
         StageName.APPEARANCE: (app + free_off, appearance_terms(free_albedo), True),
         StageName.PHOTOMETRIC: (geo + app + free_off, landmark_terms(cfg.photometric_landmark_scale, True)
                                 + priors() + appearance_terms(free_albedo), True),
+        StageName.PHOTOMETRIC_COARSE: (geo + app + free_off, landmark_terms(cfg.photometric_landmark_scale, True)
+                                       + priors() + appearance_terms(free_albedo), True),
         StageName.OFFSET: (("light", "tex_offset") + app[1:], appearance_terms(True), True),
         StageName.TEXTURE: (("light", "tex_offset") + app[1:], appearance_terms(True), True),
     }

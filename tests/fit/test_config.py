@@ -46,3 +46,15 @@ def test_toml_yaml_files_and_roundtrip(tmp_path):
 
 def test_parse_override_shape():
     assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
+
+
+def test_former_hard_coded_constants_are_documented_config():
+    cfg = load_config(overrides=["optim.lr_scale.shape=1.5", "optim.lr_final_fraction=0.2",
+                                 "texture.free_offset_l2_factor=0.3", "texture.smooth_reference_side=64",
+                                 "photometric.early_stop_patience=5", "photometric_coarse.resolution=96"])
+    assert cfg.optim.lr_scale.shape == 1.5 and cfg.optim.lr_scale.expression == FitConfig().optim.lr_scale.expression
+    assert cfg.optim.lr_final_fraction == 0.2 and cfg.texture.free_offset_l2_factor == 0.3
+    assert cfg.texture.smooth_reference_side == 64 and cfg.photometric.early_stop_patience == 5
+    assert cfg.photometric_coarse.resolution == 96
+    with pytest.raises(ConfigError):
+        load_config(overrides=["optim.lr_scale.shpe=1"])

@@ -19,7 +19,8 @@ from .conftest import fast_config
 def test_stages_are_built_from_the_config_in_one_place():
     cfg = FitConfig()
     stages = build_stages(cfg, has68=True, has_dense=False, n_tex=10, free_albedo=False)
-    assert [s.name for s in stages] == list(DEFAULT_ORDER)
+    # the coarse photometric stage is off by default (0 iterations): left out
+    assert [s.name for s in stages] == [n for n in DEFAULT_ORDER if n is not StageName.PHOTOMETRIC_COARSE]
     by = {s.name: s for s in stages}
     assert by[StageName.RIGID].free == ("global_pose", "cam_translation")
     assert "shape" in by[StageName.LANDMARKS].free and "tex" not in by[StageName.LANDMARKS].free
@@ -32,9 +33,11 @@ def test_stages_are_built_from_the_config_in_one_place():
     # config values reach the stages: iterations, schedule, early stopping, zero iterations drop a stage
     cfg2 = dataclasses.replace(cfg, rigid=dataclasses.replace(cfg.rigid, iters=0),
                                photometric=dataclasses.replace(cfg.photometric, resolution=96,
-                                                               early_stop_patience=7))
+                                                               early_stop_patience=7),
+                               photometric_coarse=dataclasses.replace(cfg.photometric_coarse, iters=5))
     st2 = {s.name: s for s in build_stages(cfg2, has68=True, has_dense=True, n_tex=0, free_albedo=True)}
     assert StageName.RIGID not in st2 and st2[StageName.PHOTOMETRIC].resolution == 96
+    assert st2[StageName.PHOTOMETRIC_COARSE].resolution == cfg.photometric_coarse.resolution
     assert st2[StageName.PHOTOMETRIC].early_stop_patience == 7
     assert "tex_offset" in st2[StageName.PHOTOMETRIC].free and "tex" not in st2[StageName.PHOTOMETRIC].free
     assert "lmk_dense" in {t.name for t in st2[StageName.LANDMARKS].terms}
@@ -95,3 +98,25 @@ def test_shared_identity_across_a_batch(lm_fitter):
     ctx = T.FitContext(lm_fitter, None, both)
     smooth = T.TemporalSmoothnessTerm("smooth", 1.0, ("jaw_pose",))(ctx)
     assert smooth.shape == (2,) and float(smooth.sum()) == pytest.approx(3 * 0.01, rel=1e-4)
+
+
+def test_coarse_photometric_stage_renders_at_its_own_resolution(standin, lm_fitter):
+    """A photometric stage at a lower resolution uses the image resampled to it and intrinsics scaled to it: the
+    loss it reaches is close to the same parameters' loss at the full resolution."""
+    from flamefit.fit.optimize import evaluate
+
+    model, lmk, ts = standin
+    f = Fitter(model, texture_space=ts, landmarks68=lmk,
+               config=fast_config("photometric_coarse.iters=6", "photometric_coarse.resolution=64"))
+    case = S.make_case(lm_fitter, seed=9, height=160, width=150)
+    raw = f.fit(case.target, stages=("rigid", "landmarks", "photometric_coarse"))
+    log = raw.stages[-1]
+    assert log.name == "photometric_coarse" and log.loss_end < log.loss_start
+    batch = f.prepare(case.target)
+    coarse = next(s for s in f.stages(batch=batch) if s.name is StageName.PHOTOMETRIC_COARSE)
+    fine = next(s for s in f.stages(batch=batch) if s.name is StageName.PHOTOMETRIC)
+    assert batch.level(64).image.shape == (1, 64, 64, 3) and coarse.resolution == 64
+    with torch.no_grad():
+        lc = float(evaluate(coarse, T.FitContext(f, batch, raw.params, 64))[1]["photo"].sum())
+        lf = float(evaluate(fine, T.FitContext(f, batch, raw.params, fine.resolution))[1]["photo"].sum())
+    assert abs(lc - lf) < 0.25 * lf, (lc, lf)
