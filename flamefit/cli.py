@@ -21,6 +21,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("flamefit.commands.fit_cmd:fit", "Fit FLAME to images (shape, expression, pose, texture, light)."),
     "fit-texture": ("flamefit.commands.fit_cmd:fit_texture", "Refit only the texture of a saved fit."),
     "track": ("flamefit.commands.track_cmd:track", "Track FLAME through a video (per-frame npz, overlay, mesh cache)."),
+    "texspace": ("flamefit.commands.texspace_cmd:texspace", "Build a texture space from photos (fit, unwrap, PCA)."),
 }
 
 

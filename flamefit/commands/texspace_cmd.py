@@ -1,0 +1,291 @@
+"""`flamefit texspace ...`: build a FLAME texture space from photos (fit -> unwrap -> inpaint -> PCA).
+
+    flamefit texspace build PHOTOS... --out SPACE.npz [--work DIR] [--components K] [--iterations N]
+    flamefit texspace unwrap PHOTOS... --work DIR          (fit + unwrap every photo: the run layer)
+    flamefit texspace train-inpaint --work DIR             (the inpainting network, checkpointed, resumed)
+    flamefit texspace inpaint --work DIR                   (complete every map)
+    flamefit texspace pca --work DIR [--out SPACE.npz]     (PCA -> FLAME_texture.npz layout + preview)
+    flamefit texspace preview SPACE.npz --out GRID.png     (first 5 components at +-2 sd)
+
+A thin adapter over :mod:`flamefit.texspace.pipeline` (stages, work folder) and :mod:`flamefit.run.texspace` (the
+unwrap stage's worker). Every stage is resumable: rerunning a command skips what is finished.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from flamefit.commands._common import make_executor, run_options
+from flamefit.commands._options import torch_options
+
+_FILL_HELP = ("How unknown texels are completed: network (the trained inpainting net; default, the best on held-out "
+              "strokes in `flamefit bench texspace`), or a classical fill.")
+
+
+def _model_opts(fn):
+    opts = [
+        click.option("--flame", type=click.Path(dir_okay=False, path_type=Path),
+                     help="FLAME model file (else $FLAMEFIT_FLAME_MODEL, the config file, the data directory)."),
+        click.option("--texture-space", "texture_space", type=str,
+                     help="Start space (FLAME_texture.npz, e.g. the stand-in's), or 'none' for a free albedo "
+                          "(else $FLAMEFIT_TEXTURE_SPACE / the config file; none found = free albedo). Its UV "
+                          "layout is the maps' layout (else the model's)."),
+        click.option("--landmarks-static", type=click.Path(dir_okay=False, path_type=Path),
+                     help="RingNet flame_static_embedding.pkl (else $FLAMEFIT_LANDMARKS_STATIC, ...)."),
+        click.option("--landmarks-dynamic", type=click.Path(dir_okay=False, path_type=Path),
+                     help="RingNet flame_dynamic_embedding.npy (else $FLAMEFIT_LANDMARKS_DYNAMIC, ...)."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Fit config file (TOML/YAML). The builder fits with texture.light=sh9 (SH shared by "
+                          "the colour channels) unless --set says otherwise."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Fit config override, e.g. --set photometric.iters=80 (repeatable)."),
+        click.option("--detections", type=click.Path(file_okay=False, path_type=Path),
+                     help="Folder of NAME.npz landmarks/masks (`flamefit detect` outputs) used instead of "
+                          "detecting; photos without one are detected."),
+        click.option("--size", type=click.IntRange(min=16), help="Texels per map side (default 256)."),
+        torch_options,
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _work_opt(required: bool = True):
+    return click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=required,
+                        help="Work folder (per-photo maps, network checkpoint, completed maps, spaces).")
+
+
+def _iteration_opt(fn):
+    return click.option("--iteration", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="Which iteration's folder (WORK/iterK) to work on.")(fn)
+
+
+def _train_opts(fn):
+    opts = [
+        click.option("--fill", type=click.Choice(["network", "mirror_then_membrane", "mirror_then_opencv", "membrane",
+                                                  "opencv_telea", "mirror_then_start_space"]), help=_FILL_HELP),
+        click.option("--inpaint-steps", type=click.IntRange(min=0), help="Network training steps (default 600)."),
+        click.option("--inpaint-crop", type=click.IntRange(min=0),
+                     help="Training crop side (multiple of 4; 0 = whole maps; default 128)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _fit_config(config_file, overrides) -> dict:
+    import json
+
+    from flamefit.fit.config import config_to_dict, load_config
+
+    cfg = load_config(config_file, ["texture.light=sh9", *overrides])
+    return json.loads(json.dumps(config_to_dict(cfg)))
+
+
+def _unwrap_fn(images, *, flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides,
+               detections, size, device, threads, workers, use_ray, ray_address, retries, recursive, shard, progress,
+               debug, reporter):
+    """(unwrap callable for the pipeline, resolved start space or None, resolved model path)."""
+    from flamefit.commands._common import take_shard
+    from flamefit.commands._options import resolve_threads
+    from flamefit.run import RunSpec, image_items, resolve_assets, resolve_cache_dir
+    from flamefit.run.texspace import unwrap_runner
+
+    cfg_dict = _fit_config(config_file, overrides)
+    assets = resolve_assets(flame, texture_space, landmarks_static, landmarks_dynamic)
+    items = take_shard(image_items(images, recursive=recursive), shard)
+    spec = RunSpec(worker="", assets=assets, cache_dir=resolve_cache_dir(), config=cfg_dict, device=str(device),
+                   threads=resolve_threads(threads), retries=retries)
+    fn = unwrap_runner(items, spec, lambda: make_executor(workers, use_ray, ray_address, debug=debug,
+                                                          reporter=reporter),
+                       reporter=reporter, size=size, detections=None if detections is None else str(detections))
+    return fn, assets.get("texture_space"), assets["flame"]
+
+
+def _log(msg: str) -> None:
+    click.echo(f"texspace: {msg}", err=True)
+
+
+def _echo_stage(doc: dict, what: str) -> None:
+    if doc.get("skipped"):
+        _log(f"{what}: already finished (skipped)")
+    else:
+        _log(f"{what}: done in {doc.get('seconds', 0):.1f} s (peak memory {doc.get('peak_rss_mb')} MB)")
+
+
+def _failures(doc: dict) -> None:
+    for f in doc.get("failed", []):
+        _log(f"failed: {f['source']}: {f['message']}")
+
+
+@click.group(name="texspace")
+def texspace() -> None:
+    """Build a FLAME texture space from photos: fit -> unwrap -> inpaint -> PCA (resumable stages)."""
+
+
+@texspace.command(name="build")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The texture space to write (FLAME_texture.npz layout); also OUT_preview.png and OUT.json.")
+@_work_opt(required=False)
+@click.option("--components", type=click.IntRange(min=1), default=50, show_default=True,
+              help="PCA components (at most photos - 1).")
+@click.option("--iterations", type=click.IntRange(min=1, max=100), default=1, show_default=True,
+              help="Rounds of fit -> ... -> PCA; each refits with the space the previous one built.")
+@_model_opts
+@_train_opts
+@run_options
+@click.pass_context
+def build(ctx, images, out, work, components, iterations, flame, texture_space, landmarks_static, landmarks_dynamic,
+          config_file, overrides, detections, size, device, threads, fill, inpaint_steps, inpaint_crop, workers,
+          use_ray, ray_address, retries, recursive, shard, progress) -> None:
+    """Build a texture space from IMAGES (files or folders) into --out. Rerun the same command to resume."""
+    from flamefit.commands._options import setup_torch
+    from flamefit.run import Reporter
+    from flamefit.texspace.pipeline import BuildConfig, open_work, with_defaults
+    from flamefit.texspace.pipeline import build as run_build
+
+    torch_device = setup_torch(device, threads)
+    work = work or out.with_name(out.stem + "_work")
+    base = open_work(work)[0] if (work / "build.json").is_file() else BuildConfig()
+    cfg = with_defaults(base, components=components, iterations=iterations, size=size, fill=fill,
+                        inpaint_steps=inpaint_steps, inpaint_crop=(inpaint_crop or None) if inpaint_crop is not None
+                        else base.inpaint_crop)
+    with Reporter(enabled=progress, label="photos") as reporter:
+        unwrap, start, model = _unwrap_fn(
+            images, flame=flame, texture_space=texture_space, landmarks_static=landmarks_static,
+            landmarks_dynamic=landmarks_dynamic, config_file=config_file, overrides=overrides, detections=detections,
+            size=cfg.size, device=torch_device, threads=threads, workers=workers, use_ray=use_ray,
+            ray_address=ray_address, retries=retries, recursive=recursive, shard=shard, progress=progress,
+            debug=bool((ctx.obj or {}).get("debug")), reporter=reporter)
+        report = run_build(work, out, cfg, unwrap, start_space=start, flame=model, device=torch_device, log=_log)
+    for f in report.failed:
+        _log(f"failed: {f['source']}: {f['message']}")
+    last = report.iterations[-1]
+    pca = last["pca"]
+    evr = pca.get("cumulative_explained_variance") or []
+    _log(f"ok: {out} ({pca['components']} components from {pca['n_maps']} photos; first 5 explain "
+         f"{100 * (evr[min(4, len(evr) - 1)] if evr else 0):.1f}% of the variance); work folder {work}")
+    if report.failed:
+        from flamefit.errors import ItemsFailed
+
+        raise ItemsFailed(f"{len(report.failed)} photos failed and were left out of {out} (listed above and in "
+                          f"{out.with_suffix('.json')})")
+
+
+@texspace.command(name="unwrap")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_work_opt()
+@_iteration_opt
+@_model_opts
+@run_options
+@click.pass_context
+def unwrap(ctx, images, work, iteration, flame, texture_space, landmarks_static, landmarks_dynamic, config_file,
+           overrides, detections, size, device, threads, workers, use_ray, ray_address, retries, recursive, shard,
+           progress) -> None:
+    """Fit every photo and unwrap its albedo into WORK/iterK/unwrapped (the first stage of `build`)."""
+    from flamefit.commands._options import setup_torch
+    from flamefit.run import Reporter
+    from flamefit.texspace.pipeline import BuildConfig, Iteration, open_work, resolve_layout, with_defaults
+
+    torch_device = setup_torch(device, threads)
+    it = Iteration(work, iteration)
+    with Reporter(enabled=progress, label="photos") as reporter:
+        exists = (work / "build.json").is_file()
+        base = open_work(work)[0] if exists else BuildConfig()
+        cfg = with_defaults(base, size=size)
+        fn, start, model = _unwrap_fn(
+            images, flame=flame, texture_space=texture_space, landmarks_static=landmarks_static,
+            landmarks_dynamic=landmarks_dynamic, config_file=config_file, overrides=overrides, detections=detections,
+            size=cfg.size, device=torch_device, threads=threads, workers=workers, use_ray=use_ray,
+            ray_address=ray_address, retries=retries, recursive=recursive, shard=shard, progress=progress,
+            debug=bool((ctx.obj or {}).get("debug")), reporter=reporter)
+        open_work(work, cfg, start, None if exists else resolve_layout(model, start))
+        space = str(it.previous_space()) if iteration else start
+        doc = fn(it, space)
+    _echo_stage(doc, f"unwrap ({doc.get('n_ok', 0)} photos ready, {doc.get('n_failed', 0)} failed)")
+    _failures(doc)
+    if doc.get("failed"):
+        from flamefit.errors import ItemsFailed
+
+        raise ItemsFailed(f"{len(doc['failed'])} of {len(doc['items'])} photos failed (listed above)")
+
+
+@texspace.command(name="train-inpaint")
+@_work_opt()
+@_iteration_opt
+@click.option("--steps", type=click.IntRange(min=0), help="Training steps (default: the work folder's, 600).")
+@click.option("--force", is_flag=True, help="Train even if this stage finished (continues from the checkpoint).")
+@torch_options
+def train_inpaint(work, iteration, steps, force, device, threads) -> None:
+    """Train the inpainting network on WORK's unwrapped maps (checkpointed; an interrupted run resumes)."""
+    from flamefit.commands._options import setup_torch
+    from flamefit.texspace.pipeline import Iteration, open_work, train_stage, with_defaults
+
+    torch_device = setup_torch(device, threads)
+    cfg = with_defaults(open_work(work)[0], inpaint_steps=steps)
+    doc = train_stage(Iteration(work, iteration), cfg, device=torch_device, force=force)
+    _echo_stage(doc, f"train-inpaint ({doc.get('step')} steps on {doc.get('n_maps')} maps)")
+
+
+@texspace.command(name="inpaint")
+@_work_opt()
+@_iteration_opt
+@click.option("--fill", type=click.Choice(["network", "mirror_then_membrane", "mirror_then_opencv", "membrane",
+                                           "opencv_telea", "mirror_then_start_space"]), help=_FILL_HELP)
+@torch_options
+def inpaint(work, iteration, fill, device, threads) -> None:
+    """Complete every unwrapped map of WORK (unknown texels filled) into WORK/iterK/completed."""
+    from flamefit.commands._options import setup_torch
+    from flamefit.texspace.pipeline import Iteration, inpaint_stage, open_work, with_defaults
+
+    torch_device = setup_torch(device, threads)
+    cfg, doc = open_work(work)
+    cfg = with_defaults(cfg, fill=fill)
+    if fill is not None:
+        open_work(work, cfg)
+    rec = inpaint_stage(Iteration(work, iteration), cfg, start_space=doc.get("start_space"), device=torch_device)
+    _echo_stage(rec, f"inpaint ({rec.get('n_maps')} maps, {rec.get('fill')})")
+
+
+@texspace.command(name="pca")
+@_work_opt()
+@_iteration_opt
+@click.option("--components", type=click.IntRange(min=1), help="PCA components (default: the work folder's).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also copy the space here (default: only WORK/iterK/space.npz).")
+@click.option("--flame", type=click.Path(dir_okay=False, path_type=Path),
+              help="Model for the preview's mean head (else resolved as usual; none: UV maps).")
+@click.option("--force", is_flag=True, help="Redo the PCA even if it finished.")
+def pca(work, iteration, components, out, flame, force) -> None:
+    """PCA over WORK's completed maps -> WORK/iterK/space.npz (FLAME_texture.npz layout), space.json, preview.png."""
+    import shutil
+
+    from flamefit.texspace.pipeline import Iteration, open_work, pca_stage, with_defaults
+
+    cfg = with_defaults(open_work(work)[0], components=components)
+    it = Iteration(work, iteration)
+    doc = pca_stage(it, cfg, flame=None if flame is None else str(flame), force=force)
+    _echo_stage(doc, f"pca ({doc.get('components')} components from {doc.get('n_maps')} maps)")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(it.space, out)
+        _log(f"ok: {out}")
+
+
+@texspace.command(name="preview")
+@click.argument("space", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
+@click.option("--components", "n", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many components (rows).")
+@click.option("--sd", type=click.FloatRange(min=0.0), default=2.0, show_default=True, help="+- this many sd.")
+@click.option("--flame", type=click.Path(dir_okay=False, path_type=Path),
+              help="Model whose mean head shows the albedos (else resolved as usual; none: UV maps).")
+def preview_cmd(space, out, n, sd, flame) -> None:
+    """Preview grid of SPACE: rows = components, columns = -sd, mean, +sd."""
+    from flamefit.texspace.pipeline import preview
+
+    path = preview(space, out, flame=None if flame is None else str(flame), n=n, sd=sd)
+    _log(f"ok: {path}")

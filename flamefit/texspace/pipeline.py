@@ -1,0 +1,598 @@
+"""The texture-space building pipeline (issue 11): fit -> unwrap -> train the inpainter -> inpaint -> PCA, with
+resumable stages in a work folder, repeated ``iterations`` times (each refits with the space the previous one built).
+
+Work folder (every file written atomically; a stage whose record exists for the same inputs is skipped on rerun,
+an interrupted stage redoes only what is missing)::
+
+    WORK/build.json                 the build settings (map size, fill, components, start space, layout source)
+    WORK/layout.npz                 the UV layout of every map (vt, ft): the start space's, else the model's
+    WORK/iterK/unwrapped/NAME.npz   one per photo (+ NAME.done.json, the run layer's completion record):
+                                    albedo, weight, visible, uv_mask, meta (see flamefit.texspace.store)
+    WORK/iterK/inpaint.pt           the inpainting network checkpoint (resumed when interrupted)
+    WORK/iterK/completed/NAME.npz   albedo after filling the unknown texels (+ uv_mask)
+    WORK/iterK/space.npz            the PCA space (FLAME_texture.npz layout) + space.json + preview.png
+    WORK/iterK/stages/STAGE.json    what each finished stage did: inputs, seconds, peak memory, failures
+
+Iteration K fits with ``WORK/iter{K-1}/space.npz`` (iteration 0 with the start space, or a free albedo).
+
+The per-photo part (:func:`fit_and_unwrap`) runs in run-layer workers (``flamefit.run.texspace``); the stages
+after it (:func:`train_stage`, :func:`inpaint_stage`, :func:`pca_stage`) run here on the whole set. :func:`build`
+strings them together, taking the unwrap stage as a callable so this module does not depend on the run layer.
+
+Completion default: the network (``fill='network'``) — measured by ``flamefit bench texspace`` (held-out strokes
+on unwrapped maps of fitted renders; see README / the bench output for the numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flamefit.errors import ConfigError, InputImageError, ModelFileError
+
+STAGES = ("unwrap", "train-inpaint", "inpaint", "pca")
+FILLS = ("network", "mirror_then_membrane", "mirror_then_opencv", "membrane", "opencv_telea",
+         "mirror_then_start_space")
+DEFAULT_FILL = "network"
+BUILD_FORMAT = "flamefit-texspace-build/1"
+
+
+@dataclass
+class BuildConfig:
+    """Settings of a build (saved in ``WORK/build.json``; the map size and layout cannot change in one folder).
+
+    components: PCA components kept (at most maps - 1); iterations: fit -> ... -> PCA rounds; size: texels per map
+    side (multiple of 4); fill: how unknown texels are completed (:data:`FILLS`); min_weight: texels with a lower
+    unwrap weight count as unknown; inpaint_*: the network's training (steps, batch, crop, width); seed: strokes and
+    network init."""
+
+    components: int = 50
+    iterations: int = 1
+    size: int = 256
+    fill: str = DEFAULT_FILL
+    min_weight: float = 0.05
+    inpaint_steps: int = 600
+    inpaint_batch: int = 4
+    inpaint_crop: int | None = 128
+    inpaint_channels: int = 16
+    seed: int = 0
+
+    def validate(self) -> None:
+        bad = []
+        if self.components < 1:
+            bad.append(f"components {self.components} (need >= 1)")
+        if not 1 <= self.iterations <= 100:
+            bad.append(f"iterations {self.iterations} (need 1..100)")
+        if self.size < 16 or self.size % 4:
+            bad.append(f"size {self.size} (need a multiple of 4, >= 16)")
+        if self.fill not in FILLS:
+            bad.append(f"fill {self.fill!r} (one of {', '.join(FILLS)})")
+        if not 0.0 <= self.min_weight < 1.0:
+            bad.append(f"min_weight {self.min_weight} (need 0 <= w < 1)")
+        if self.inpaint_steps < 0 or self.inpaint_batch < 1 or self.inpaint_channels < 1:
+            bad.append("inpaint steps/batch/channels (need >= 0 / >= 1 / >= 1)")
+        if self.inpaint_crop is not None and (self.inpaint_crop < 8 or self.inpaint_crop % 4):
+            bad.append(f"inpaint_crop {self.inpaint_crop} (a multiple of 4, >= 8, or none)")
+        if bad:
+            raise ConfigError("texture-space build: invalid " + "; ".join(bad))
+
+
+# ------------------------------------------------------------------------------------------- the work folder
+
+
+@dataclass
+class Iteration:
+    """Paths of one iteration's stages in the work folder."""
+
+    work: Path
+    index: int
+
+    @property
+    def root(self) -> Path:
+        return self.work / f"iter{self.index}"
+
+    @property
+    def unwrapped(self) -> Path:
+        return self.root / "unwrapped"
+
+    @property
+    def completed(self) -> Path:
+        return self.root / "completed"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "inpaint.pt"
+
+    @property
+    def space(self) -> Path:
+        return self.root / "space.npz"
+
+    @property
+    def space_json(self) -> Path:
+        return self.root / "space.json"
+
+    @property
+    def preview(self) -> Path:
+        return self.root / "preview.png"
+
+    def stage_path(self, stage: str) -> Path:
+        return self.root / "stages" / f"{stage}.json"
+
+    def previous_space(self) -> Path | None:
+        """The space this iteration fits with when it is not the first."""
+        return None if self.index == 0 else Iteration(self.work, self.index - 1).space
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_npz(path: Path, arrays: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(r / (1024 * 1024) if sys.platform == "darwin" else r / 1024, 1)
+
+
+def read_stage(it: Iteration, stage: str) -> dict | None:
+    try:
+        return json.loads(it.stage_path(stage).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_stage(it: Iteration, stage: str, doc: dict) -> dict:
+    doc = {"stage": stage, "iteration": it.index, "peak_rss_mb": peak_rss_mb(),
+           "threads": torch.get_num_threads(), **doc}
+    _atomic_text(it.stage_path(stage), json.dumps(doc, indent=1))
+    return doc
+
+
+def open_work(work: str | Path, cfg: BuildConfig | None = None, start_space: str | None = None,
+              layout: tuple[np.ndarray, np.ndarray, str] | None = None) -> tuple[BuildConfig, dict]:
+    """Create or reopen a work folder. A new folder needs ``cfg`` and ``layout`` (vt, ft, source); an existing one
+    keeps its map size and layout (a different ``cfg.size`` or start space is an error: use a new folder), and
+    takes the other settings from ``cfg`` when given. Returns (the config in force, build.json as a dict)."""
+    work = Path(work)
+    path = work / "build.json"
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            saved = BuildConfig(**doc["config"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"{path} is damaged ({exc}); delete the work folder {work} or use another") from exc
+        if cfg is not None:
+            if cfg.size != saved.size:
+                raise ConfigError(f"work folder {work} holds {saved.size}^2 maps, this build asks for {cfg.size}^2; "
+                                  "use another --work folder")
+            if start_space is not None and doc.get("start_space") != start_space:
+                raise ConfigError(f"work folder {work} was started from {doc.get('start_space') or 'a free albedo'},"
+                                  f" this build from {start_space or 'a free albedo'}; use another --work folder")
+            saved = cfg
+            doc["config"] = asdict(cfg)
+            _atomic_text(path, json.dumps(doc, indent=1))
+        if not (work / "layout.npz").is_file():
+            raise ModelFileError(f"{work / 'layout.npz'} is missing; delete the work folder {work} or use another")
+        return saved, doc
+    if cfg is None or layout is None:
+        raise ConfigError(f"{work} is not a texture-space work folder (no build.json); run `flamefit texspace build` "
+                          "or `flamefit texspace unwrap` with this --work first")
+    cfg.validate()
+    vt, ft, source = layout
+    _atomic_npz(work / "layout.npz", {"vt": np.asarray(vt, np.float64), "ft": np.asarray(ft, np.int64)})
+    doc = {"format": BUILD_FORMAT, "config": asdict(cfg), "start_space": start_space, "layout_source": source}
+    _atomic_text(path, json.dumps(doc, indent=1))
+    return cfg, doc
+
+
+def read_layout(work: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(Path(work) / "layout.npz") as d:
+        return d["vt"], d["ft"]
+
+
+def resolve_layout(flame: str | None, start_space: str | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The UV layout of the maps: the start space's ``vt``/``ft`` if it has them, else the model's (its own UVs,
+    a UV file, or the atlas flamefit generates for the mesh)."""
+    if start_space:
+        from flamefit.model.texture_space import load_texture_space
+
+        ts = load_texture_space(start_space, n_components=0)
+        if ts.vt is not None:
+            return ts.vt.double().numpy(), ts.ft.numpy(), f"texture space {start_space}"
+    from flamefit.assets import resolve_asset
+    from flamefit.model.flame import load_flame
+
+    model = load_flame(resolve_asset("flame", flame))
+    uv = model.uv
+    return uv.vt.double().numpy(), uv.ft.numpy(), f"model ({getattr(uv, 'source', 'uv')})"
+
+
+# ------------------------------------------------------------------------------------------ per photo: unwrap
+
+
+def fit_and_unwrap(fitter, target, *, size: int, uv=None) -> tuple[dict[str, np.ndarray], dict]:
+    """Fit one photo (``fitter``: texture-space code + shared SH light + texel offset, as configured) and unwrap
+    it: the photo baked into the fitter's UV layout, divided by the fitted shading. -> (arrays for
+    :func:`flamefit.texspace.store.save_unwrapped`, meta). ``uv``: a precomputed
+    :func:`flamefit.render.bake.rasterize_uv` of the layout at ``size``."""
+    from flamefit.fit.crop import params_to_original
+    from flamefit.texspace.unwrap import unwrap_albedo
+
+    if fitter.vt is None:
+        raise ConfigError("the fitter has no UV layout: unwrapping needs one (a texture space with vt/ft, or the "
+                          "model's)")
+    t0 = time.perf_counter()
+    raw = fitter.fit(target)
+    fit_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        p = params_to_original(raw.params, raw.crop)
+        verts, _ = fitter.vertices(p)
+        from flamefit.model.lbs import axis_angle_to_matrix
+
+        R = axis_angle_to_matrix(p.cam_rotation)
+        res = unwrap_albedo(verts, fitter.faces, fitter.vt, fitter.ft, p.intrinsics(), R, p.cam_translation,
+                            fitter.light_sh(p), target.image, skin_mask=target.mask, size=size, uv=uv,
+                            dtype=fitter.dtype, device=fitter.device)
+    arrays = res.numpy(0)
+    known = float((arrays["weight"] > 0.05).sum() / max(1, arrays["uv_mask"].sum()))
+    if known == 0.0:
+        raise InputImageError(f"{target.name}: no texel of the fitted face is visible and lit in the photo "
+                              "(nothing to unwrap)")
+    meta = {"fit_s": round(fit_s, 3), "unwrap_s": round(time.perf_counter() - t1, 3),
+            "known_fraction_of_layout": round(known, 4),
+            "stages": {s.name: {"iters": int(s.iters_run or s.iters), "seconds": round(float(s.seconds), 3),
+                                "loss_end": _first(s.item_loss_end)} for s in raw.stages},
+            "image_size": [int(v) for v in np.asarray(target.image).shape[:2]]}
+    return arrays, meta
+
+
+def _first(x) -> float | None:
+    """A stage log's per-item loss (a list at B = 1, or a number) as a float."""
+    if isinstance(x, (list, tuple)):
+        x = x[0] if x else None
+    return None if x is None else round(float(x), 6)
+
+
+def load_target(source: str, name: str, detections: str | None = None, detector=None):
+    """The fit target of one photo: landmarks and skin mask from ``detections/NAME.npz`` when that exists (a
+    ``flamefit detect`` output, or any npz with ``lmks_68`` and/or ``lmks_dense`` in pixels, optional ``mask``
+    (H,W) and ``focal_px``), else detected now (MediaPipe)."""
+    from flamefit.fit.targets import FitTarget
+
+    if detections:
+        path = Path(detections) / f"{name}.npz"
+        if path.is_file():
+            from flamefit.observe import load_image
+
+            try:
+                with np.load(path, allow_pickle=False) as d:
+                    lm68 = d["lmks_68"].astype(np.float64) if "lmks_68" in d.files else None
+                    dense = d["lmks_dense"].astype(np.float64) if "lmks_dense" in d.files else None
+                    mask = d["mask"].astype(np.float32) if "mask" in d.files else None
+                    focal = float(d["focal_px"]) if "focal_px" in d.files else None
+            except (OSError, ValueError, KeyError) as exc:
+                raise InputImageError(f"cannot read detections {path}: {exc}; delete it or run `flamefit detect` "
+                                      "again") from exc
+            if lm68 is None and dense is None:
+                raise InputImageError(f"{path} holds no landmarks (lmks_68 or lmks_dense)")
+            return FitTarget(image=load_image(source), lmks_68=lm68, lmks_dense=dense, mask=mask, focal_px=focal,
+                             name=name)
+    from flamefit.observe import observe
+
+    kwargs = {"detector": detector} if detector is not None else {}
+    obs = observe(source, source=source, **kwargs)
+    return FitTarget.from_observation(obs, name=name)
+
+
+def finished_names(folder: Path) -> list[str]:
+    """Names with a complete output set (completion record + files) in ``folder``, sorted."""
+    from flamefit.io.outputs import DONE_SUFFIX, is_finished
+
+    if not folder.is_dir():
+        return []
+    names = sorted(p.name[:-len(DONE_SUFFIX)] for p in folder.glob(f"*{DONE_SUFFIX}"))
+    return [n for n in names if is_finished(folder, n)]
+
+
+# ------------------------------------------------------------------------------------------ whole-set stages
+
+
+def _maps(it: Iteration, names: Sequence[str]):
+    from flamefit.texspace.store import load_maps
+
+    if not names:
+        raise InputImageError(f"no unwrapped maps in {it.unwrapped}: the unwrap stage has not produced any (see "
+                              f"{it.stage_path('unwrap')} for failures)")
+    return load_maps([it.unwrapped / f"{n}.npz" for n in names])
+
+
+def train_stage(it: Iteration, cfg: BuildConfig, *, device: str | torch.device = "cpu", force: bool = False,
+                progress: Callable[[int, float], None] | None = None) -> dict:
+    """Train the inpainting network on the unwrapped maps (random strokes inside each map's known texels),
+    checkpointed in ``it.checkpoint`` and resumed from it. Skipped when finished for the same maps."""
+    from flamefit.texspace.inpaint import InpaintConfig, train_inpainter
+
+    names = finished_names(it.unwrapped)
+    rec = read_stage(it, "train-inpaint")
+    if (not force and rec and rec.get("maps") == names and rec.get("steps") == cfg.inpaint_steps
+            and it.checkpoint.is_file()):
+        return {**rec, "skipped": True}
+    t0 = time.perf_counter()
+    maps = _maps(it, names)
+    known = maps.known(cfg.min_weight)
+    if len(names) < 1 or not known.any():
+        raise InputImageError(f"no known texels in the maps of {it.unwrapped}: nothing to train on")
+    dev = torch.device(device)
+    icfg = InpaintConfig(steps=cfg.inpaint_steps, batch_size=cfg.inpaint_batch, crop=cfg.inpaint_crop,
+                         base_channels=cfg.inpaint_channels, seed=cfg.seed,
+                         checkpoint_every=max(1, min(200, cfg.inpaint_steps // 4 or 1)))
+    res = train_inpainter((maps.albedo * known.unsqueeze(-1)).to(dev), known.to(dev), icfg,
+                          layout=maps.uv_mask.to(dev), checkpoint=it.checkpoint, resume=True, progress=progress)
+    if not it.checkpoint.is_file():  # 0 steps: still leave the (untrained = classical average) network
+        from flamefit.texspace.inpaint import save_checkpoint
+
+        save_checkpoint(it.checkpoint, res.net, None, res.step, icfg)
+    hist = res.history
+    return write_stage(it, "train-inpaint", {
+        "maps": names, "n_maps": len(names), "steps": cfg.inpaint_steps, "step": res.step,
+        "seconds": round(time.perf_counter() - t0, 3), "train_seconds_this_run": round(res.seconds, 3),
+        "loss_first_10": float(np.mean(hist[:10])) if hist else None,
+        "loss_last_10": float(np.mean(hist[-10:])) if hist else None})
+
+
+def make_fill(name: str, it: Iteration, *, start_space: str | None = None, size: int | None = None,
+              layout: torch.Tensor | None = None, device: str | torch.device = "cpu") -> Callable:
+    """The completion function ``fill(maps (N,H,W,3), known (N,H,W)) -> (N,H,W,3)`` named ``name``."""
+    from flamefit.texspace import fills
+
+    if name == "network":
+        from flamefit.texspace.inpaint import inpaint_maps, load_inpainter
+
+        net = load_inpainter(it.checkpoint, device=device)
+        return lambda m, k: inpaint_maps(net, m.to(device), k.to(device), layout).cpu()
+    if name == "mirror_then_membrane":
+        return lambda m, k: fills.fill_mirror_then_pushpull(m, k, smooth_iters=20)
+    if name == "membrane":
+        return lambda m, k: fills.fill_pushpull(m, k, smooth_iters=20)
+    if name == "mirror_then_opencv":
+        return fills.fill_mirror_then_opencv
+    if name == "opencv_telea":
+        return fills.fill_opencv
+    if name == "mirror_then_start_space":
+        space = it.previous_space() or (Path(start_space) if start_space else None)
+        if space is None:
+            raise ConfigError("fill 'mirror_then_start_space' needs a start texture space (--texture-space FILE)")
+        mean, basis = space_maps(space, size)
+        return lambda m, k: fills.fill_mirror_then_pca(m, k, mean, basis)
+    raise ConfigError(f"unknown fill {name!r}; one of {', '.join(FILLS)}")
+
+
+def space_maps(path: str | Path, size: int | None = None, n_components: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (H,W,3), basis (K,H,W,3)) RGB 0..1 of a texture-space file, resampled to ``size`` texels."""
+    from flamefit.model.texture_space import load_texture_space, resize_map
+
+    ts = load_texture_space(path, n_components=n_components)
+    mean, basis = ts.mean, ts.basis
+    if size is not None and tuple(mean.shape[:2]) != (size, size):
+        mean = resize_map(mean[None], (size, size))[0]
+        basis = resize_map(basis, (size, size)) if basis.shape[0] else basis.new_zeros(0, size, size, 3)
+    return mean, basis
+
+
+def inpaint_stage(it: Iteration, cfg: BuildConfig, *, start_space: str | None = None,
+                  device: str | torch.device = "cpu", batch: int = 16) -> dict:
+    """Fill every unwrapped map's unknown texels with ``cfg.fill`` -> ``it.completed/NAME.npz``. Maps already
+    completed with the same fill (and network) are skipped, so an interrupted stage finishes the rest."""
+    from flamefit.texspace.store import complete_maps
+
+    names = finished_names(it.unwrapped)
+    rec = read_stage(it, "inpaint")
+    ckpt_mtime = it.checkpoint.stat().st_mtime if (cfg.fill == "network" and it.checkpoint.is_file()) else None
+    same = bool(rec) and rec.get("fill") == cfg.fill and rec.get("checkpoint_mtime") == ckpt_mtime
+    if same and rec.get("maps") == names and all((it.completed / f"{n}.npz").is_file() for n in names):
+        return {**rec, "skipped": True}
+    if not same:  # another fill or a retrained network: every map is redone
+        for p in it.completed.glob("*.npz") if it.completed.is_dir() else []:
+            p.unlink()
+    if cfg.fill == "network" and not it.checkpoint.is_file():
+        raise ModelFileError(f"no inpainting network in {it.checkpoint}: run the train-inpaint stage first "
+                             "(`flamefit texspace train-inpaint`)")
+    t0 = time.perf_counter()
+    todo = [n for n in names if not (it.completed / f"{n}.npz").is_file()]
+    fill = None
+    for i in range(0, len(todo), batch):
+        chunk = todo[i:i + batch]
+        maps = _maps(it, chunk)
+        if fill is None:
+            fill = make_fill(cfg.fill, it, start_space=start_space, size=cfg.size, layout=maps.uv_mask,
+                             device=device)
+        done = complete_maps(maps, fill, min_weight=cfg.min_weight, batch=batch)
+        for j, n in enumerate(chunk):
+            _atomic_npz(it.completed / f"{n}.npz", {"albedo": done[j].numpy().astype(np.float16),
+                                                    "uv_mask": maps.uv_mask.numpy()})
+    return write_stage(it, "inpaint", {"maps": names, "n_maps": len(names), "filled_this_run": len(todo),
+                                       "fill": cfg.fill, "checkpoint_mtime": ckpt_mtime,
+                                       "seconds": round(time.perf_counter() - t0, 3)})
+
+
+def preview_mesh(flame: str | None, vt, ft, image_px: int = 256):
+    """(vertices, faces, vt, ft, camera) of the model's mean head seen from the front, for preview grids."""
+    from flamefit.assets import resolve_asset
+    from flamefit.model.flame import load_flame
+    from flamefit.render import camera_from_fov, look_at
+
+    model = load_flame(resolve_asset("flame", flame))
+    verts = model().vertices[0].detach()
+    centre = verts.mean(0, keepdim=True)
+    R, t = look_at((centre + torch.tensor([[0.0, 0.0, 0.55]], dtype=verts.dtype)), centre)
+    cam = camera_from_fov(0.45, image_px, image_px, R=R, t=t)
+    return verts, model.faces, torch.as_tensor(vt, dtype=verts.dtype), torch.as_tensor(np.asarray(ft, np.int64)), cam
+
+
+def pca_stage(it: Iteration, cfg: BuildConfig, *, flame: str | None = None, force: bool = False) -> dict:
+    """PCA over the completed maps (inside the layout) -> ``it.space`` (FLAME_texture.npz layout, 1 unit = 1 sd,
+    BGR 0..255) + ``space.json`` (variance explained) + ``preview.png`` (first 5 components at +-2 sd, on the
+    model's mean head when the model is available, else as UV maps)."""
+    from flamefit.texspace.store import build_space, load_maps
+
+    names = finished_names(it.unwrapped)
+    names = [n for n in names if (it.completed / f"{n}.npz").is_file()]
+    rec = read_stage(it, "pca")
+    if (not force and rec and rec.get("maps") == names and rec.get("components_requested") == cfg.components
+            and it.space.is_file()):
+        return {**rec, "skipped": True}
+    if len(names) < 2:
+        raise InputImageError(f"PCA needs at least 2 completed maps, {it.completed} has {len(names)} (see "
+                              f"{it.stage_path('unwrap')} for photos that failed)")
+    t0 = time.perf_counter()
+    comp = load_maps([it.completed / f"{n}.npz" for n in names], keys=("albedo",))
+    vt, ft = read_layout(it.work)
+    mesh = None
+    try:
+        mesh = preview_mesh(flame, vt, ft)
+    except Exception:  # noqa: BLE001 - no model: the preview shows UV maps instead
+        mesh = None
+    k = min(cfg.components, len(names) - 1)
+    build_space(comp.albedo, comp.uv_mask, vt, ft, it.space, n_components=k, preview=it.preview, mesh=mesh)
+    with np.load(it.space) as d:
+        evr = [float(x) for x in d["explained_variance_ratio"]]
+    doc = {"maps": names, "n_maps": len(names), "components_requested": cfg.components, "components": k,
+           "explained_variance_ratio": [round(x, 5) for x in evr],
+           "cumulative_explained_variance": [round(float(x), 5) for x in np.cumsum(evr)],
+           "preview": str(it.preview), "preview_kind": "mesh" if mesh is not None else "uv",
+           "seconds": round(time.perf_counter() - t0, 3)}
+    _atomic_text(it.space_json, json.dumps(doc, indent=1))
+    return write_stage(it, "pca", doc)
+
+
+def preview(space: str | Path, out: str | Path, *, flame: str | None = None, n: int = 5, sd: float = 2.0) -> Path:
+    """Preview grid PNG of a texture-space file: the first ``n`` components at -sd, 0, +sd (rendered on the model's
+    mean head when ``flame`` resolves, else as UV maps)."""
+    from flamefit.model.texture_space import load_texture_space
+    from flamefit.texspace.pca import preview_grid, save_preview
+
+    ts = load_texture_space(space, n_components=n)
+    mesh = None
+    if ts.vt is not None:
+        try:
+            mesh = preview_mesh(flame, ts.vt, ts.ft)
+        except Exception:  # noqa: BLE001 - no model: UV maps
+            mesh = None
+    grid = preview_grid(ts.mean, ts.basis, n=n, sd=sd, mesh=mesh, tile=None if mesh is not None else 256)
+    return save_preview(out, grid)
+
+
+# -------------------------------------------------------------------------------------------------- the build
+
+
+UnwrapFn = Callable[[Iteration, str | None], dict]
+
+
+@dataclass
+class BuildReport:
+    """What a build did: per iteration, each stage's record (seconds, peak memory, skipped or not), the photos
+    that failed, and the final space."""
+
+    out: str
+    work: str
+    iterations: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_stages(it: Iteration, cfg: BuildConfig, unwrap: UnwrapFn, space: str | None, *, start_space: str | None,
+               flame: str | None, device: str | torch.device = "cpu", log: Callable[[str], None] | None = None
+               ) -> dict:
+    """One iteration: unwrap (through ``unwrap(it, space)``: the run layer), train, inpaint, PCA."""
+    log = log or (lambda _m: None)
+    out = {"iteration": it.index, "fitted_with": space or "free albedo"}
+
+    def note(stage: str, doc: dict) -> dict:
+        how = "already finished, skipped" if doc.get("skipped") else f"{doc.get('seconds', 0.0):.1f} s"
+        log(f"iteration {it.index}: {stage}: {how}")
+        return doc
+
+    log(f"iteration {it.index}: unwrap (fit with {space or 'a free albedo'}) ...")
+    out["unwrap"] = note("unwrap", unwrap(it, space))
+    if cfg.fill == "network":
+        out["train-inpaint"] = note(f"train-inpaint ({cfg.inpaint_steps} steps)", train_stage(it, cfg, device=device))
+    out["inpaint"] = note(f"inpaint ({cfg.fill})", inpaint_stage(it, cfg, start_space=start_space, device=device))
+    out["pca"] = note(f"pca ({cfg.components} components)", pca_stage(it, cfg, flame=flame))
+    return out
+
+
+def build(work: str | Path, out: str | Path, cfg: BuildConfig, unwrap: UnwrapFn, *, start_space: str | None,
+          flame: str | None, device: str | torch.device = "cpu", log: Callable[[str], None] | None = None
+          ) -> BuildReport:
+    """The whole pipeline, ``cfg.iterations`` times, resumable (see the module doc); the last iteration's space is
+    copied to ``out`` (+ ``OUT_preview.png`` and ``OUT.json``: variance explained, failures, stage times)."""
+    import shutil
+
+    work, out = Path(work), Path(out)
+    cfg.validate()
+    layout = None if (work / "build.json").is_file() else resolve_layout(flame, start_space)
+    cfg, _ = open_work(work, cfg, start_space, layout)
+    report = BuildReport(out=str(out), work=str(work))
+    space = start_space
+    for k in range(cfg.iterations):
+        it = Iteration(work, k)
+        doc = run_stages(it, cfg, unwrap, space, start_space=start_space, flame=flame, device=device, log=log)
+        report.iterations.append(_brief(doc))
+        space = str(it.space)
+    last = Iteration(work, cfg.iterations - 1)
+    report.failed = list(read_stage(last, "unwrap").get("failed", [])) if read_stage(last, "unwrap") else []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.npz")
+    shutil.copyfile(last.space, tmp)
+    os.replace(tmp, out)
+    prev = out.with_name(out.stem + "_preview.png")
+    if last.preview.is_file():
+        shutil.copyfile(last.preview, prev)
+    space_doc = json.loads(last.space_json.read_text(encoding="utf-8"))
+    summary = {"space": str(out), "preview": str(prev), "work": str(work), "config": asdict(cfg),
+               "start_space": start_space, **{k: space_doc[k] for k in ("n_maps", "components",
+                                                                       "explained_variance_ratio",
+                                                                       "cumulative_explained_variance")},
+               "failed": report.failed, "iterations": report.iterations}
+    _atomic_text(out.with_suffix(".json"), json.dumps(summary, indent=1))
+    return report
+
+
+def _brief(doc: dict) -> dict:
+    """A stage record without the long name lists (for reports)."""
+    out = {}
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            out[k] = {kk: vv for kk, vv in v.items() if kk not in ("maps", "ok", "items")}
+        else:
+            out[k] = v
+    return out
+
+
+def with_defaults(cfg: BuildConfig | None = None, **changes) -> BuildConfig:
+    """A :class:`BuildConfig` with ``changes`` (None values ignored), validated."""
+    cfg = replace(cfg or BuildConfig(), **{k: v for k, v in changes.items() if v is not None})
+    cfg.validate()
+    return cfg
