@@ -43,14 +43,18 @@ def _parse_select(value: str) -> str | int:
 @click.option("--bisenet-weights", type=click.Path(dir_okay=False, path_type=Path),
               help="Face-parsing weights 79999_iter.pth (for --mask-backend bisenet).")
 @click.option("--overlay/--no-overlay", default=True, show_default=True, help="Write NAME_overlay.png.")
+@click.option("--face-landmarker", "face_landmarker", type=click.Path(dir_okay=False, path_type=Path),
+              help="MediaPipe face_landmarker.task for blendshape scores and the face transform (else "
+                   "$FLAMEFIT_FACE_LANDMARKER, the config file, the data directory, the copy shipped with flamefit).")
 @threads_option()
 @run_options
 @click.pass_context
-def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_weights, overlay, threads, workers,
-           use_ray, ray_address, retries, recursive, shard, progress) -> None:
+def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_weights, overlay, face_landmarker,
+           threads, workers, use_ray, ray_address, retries, recursive, shard, progress) -> None:
     """Detect MediaPipe's 478 landmarks, the 68 iBUG points and a skin mask in IMAGE files (or folders)."""
     from flamefit.commands._options import resolve_threads
     from flamefit.errors import ConfigError
+    from flamefit.observe.blendshapes import resolve_face_landmarker
     from flamefit.run import OK, Reporter, RunSpec, image_items, run_items
 
     if out_dir is None and not as_json:
@@ -62,6 +66,10 @@ def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_we
     options = {"select": face, "mask": mask, "mask_backend": mask_backend, "overlay": overlay,
                "bisenet_weights": None if bisenet_weights is None else str(Path(bisenet_weights).resolve()),
                "landmarks_in_record": as_json}
+    # resolved once here (flag, environment, config, data dir, installed packages): workers get the path or why not
+    fl_path, fl_missing = resolve_face_landmarker(face_landmarker)
+    options["face_landmarker"] = None if fl_path is None else str(fl_path)
+    options["face_landmarker_missing"] = fl_missing
     spec = RunSpec(worker="detect", out_dir=None if out_dir is None else str(out_dir), options=options,
                    outputs=["npz", *(["overlay"] if overlay else [])], threads=n_threads,
                    overwrite=True, retries=retries)

@@ -81,10 +81,13 @@ def _save_config(cfg_dict: dict, out_dir: Path) -> None:
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Before skipping a finished image, check its files' sha256 against the completion record.")
 @click.option("--overwrite", is_flag=True, help="Refit images whose outputs already exist.")
+@click.option("--face-landmarker", "face_landmarker", type=click.Path(dir_okay=False, path_type=Path),
+              help="MediaPipe face_landmarker.task for blendshape scores and the face transform (else "
+                   "$FLAMEFIT_FACE_LANDMARKER, the config file, the data directory, the copy shipped with flamefit).")
 @click.pass_context
 def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides, device,
         threads, out_dir, workers, use_ray, ray_address, retries, recursive, shard, progress, mesh, overlay, render,
-        verify, overwrite) -> None:
+        verify, overwrite, face_landmarker) -> None:
     """Fit FLAME (shape, expression, pose, camera, texture, light) to each IMAGE (files or folders)."""
     from flamefit.commands._options import resolve_threads, setup_torch
     from flamefit.io.results import normalise_outputs
@@ -93,7 +96,8 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
     debug = bool((ctx.obj or {}).get("debug"))
     torch_device = setup_torch(device, threads)  # validates --device/--threads before any work
     cfg, cfg_dict = _config(config_file, overrides)
-    assets = resolve_assets(flame, texture_space, landmarks_static, landmarks_dynamic)
+    assets = resolve_assets(flame, texture_space, landmarks_static, landmarks_dynamic,
+                            face_landmarker=face_landmarker)
     items = take_shard(image_items(images, recursive=recursive), shard)
     kinds = [k for k, on in (("mesh", mesh), ("overlay", overlay), ("render", render)) if on]
     spec = RunSpec(worker="fit", out_dir=str(out_dir), assets=assets, cache_dir=resolve_cache_dir(),

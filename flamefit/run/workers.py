@@ -27,6 +27,12 @@ def _apply_threads(spec: RunSpec, only_if_imported: bool = False) -> None:
             torch.set_num_threads(spec.threads)
 
 
+def _no_face_landmarker() -> str:
+    from flamefit.assets import not_found_message
+
+    return "no face_landmarker.task was found when the run started: " + not_found_message("face_landmarker")
+
+
 class FitWorker:
     """Detect, fit, write ``NAME.npz``/``.json`` (+ meshes/overlay/render as ``spec.outputs`` asks)."""
 
@@ -49,7 +55,11 @@ class FitWorker:
         try:
             from flamefit.observe import LandmarkDetector
 
-            self.detector = LandmarkDetector()  # one detector per worker: starting MediaPipe costs ~1 s
+            # one detector per worker (starting MediaPipe costs ~1 s), with the face_landmarker.task the parent
+            # resolved: a worker never searches its own environment for it
+            fl = a.get("face_landmarker")
+            self.detector = LandmarkDetector(face_landmarker=fl or False,
+                                             face_landmarker_missing="" if fl else _no_face_landmarker())
         except Exception:  # noqa: BLE001 - observe() starts its own when this fails
             self.detector = None
 
@@ -111,7 +121,11 @@ class DetectWorker:
         from flamefit.observe import LandmarkDetector
 
         _apply_threads(self.spec, only_if_imported=True)  # detection does not need torch (BiSeNet masks do)
-        self.detector = LandmarkDetector()
+        o = self.spec.options
+        fl = o.get("face_landmarker")
+        self.detector = LandmarkDetector(face_landmarker=fl or False,
+                                         face_landmarker_missing=o.get("face_landmarker_missing")
+                                         or ("" if fl else _no_face_landmarker()))
 
     def close(self) -> None:
         if self.detector is not None:
@@ -131,6 +145,8 @@ class DetectWorker:
                       source=item.source, detector=self.detector)
         data = {"confidence": round(float(obs.confidence), 4), "image_size": [int(v) for v in obs.image_size],
                 "bbox": [round(float(v), 2) for v in obs.bbox]}
+        if getattr(obs, "missing", None):  # fields left out of the npz, and why
+            data["missing"] = dict(obs.missing)
         if o.get("landmarks_in_record"):
             data["lmks_dense"] = np.round(obs.lmks_dense.astype(np.float64), 3).tolist()
             data["lmks_68"] = np.round(obs.lmks_68.astype(np.float64), 3).tolist()

@@ -81,3 +81,26 @@ def test_detect_folder_and_same_names(tmp_path, ffhq_dir, detector):
 def test_detect_needs_an_output(images, capsys):
     assert main(["detect", images[0]]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_detect_blendshapes_from_the_resolved_task_file(images, tmp_path, capsys, monkeypatch):
+    """A plain install finds face_landmarker.task (flamefit ships it); the parent resolves it once and the workers
+    write the 52 scores and the transform. --face-landmarker off / wrong paths: absent with the reason, or an error."""
+    out = tmp_path / "out"
+    assert main(["detect", images[0], "--out", str(out), "--no-mask"]) == 0
+    data = np.load(out / "a.npz")
+    assert data["blendshape_scores"].shape == (52,) and np.all((data["blendshape_scores"] >= 0)
+                                                              & (data["blendshape_scores"] <= 1))
+    assert data["face_transform"].shape == (4, 4) and np.isfinite(data["face_transform"]).all()
+
+    code = main(["detect", images[0], "--out", str(out), "--face-landmarker", str(tmp_path / "nope.task")])
+    assert code == 3 and "nope.task" in capsys.readouterr().err  # an explicit wrong path is an error
+
+    monkeypatch.setenv("FLAMEFIT_NO_SHIPPED_ASSETS", "1")
+    from flamefit import assets
+
+    monkeypatch.setattr(assets, "bundled_files", lambda name: [])
+    capsys.readouterr()
+    assert main(["detect", images[0], "--json", "--no-mask"]) == 0
+    entry = json.loads(capsys.readouterr().out)["images"][0]
+    assert "face_landmarker.task" in entry["missing"]["blendshape_scores"]
