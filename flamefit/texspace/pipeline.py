@@ -409,7 +409,11 @@ def inpaint_stage(it: Iteration, cfg: BuildConfig, *, start_space: str | None = 
     rec = read_stage(it, "inpaint")
     ckpt_mtime = it.checkpoint.stat().st_mtime if (cfg.fill == "network" and it.checkpoint.is_file()) else None
     same = bool(rec) and rec.get("fill") == cfg.fill and rec.get("checkpoint_mtime") == ckpt_mtime
-    if same and rec.get("maps") == names and all((it.completed / f"{n}.npz").is_file() for n in names):
+    def stale(n: str) -> bool:  # no completed map, or one older than its (refitted) unwrapped map
+        c = it.completed / f"{n}.npz"
+        return not c.is_file() or c.stat().st_mtime_ns < (it.unwrapped / f"{n}.npz").stat().st_mtime_ns
+
+    if same and rec.get("maps") == names and not any(stale(n) for n in names):
         return {**rec, "skipped": True}
     if not same:  # another fill or a retrained network: every map is redone
         for p in it.completed.glob("*.npz") if it.completed.is_dir() else []:
@@ -418,7 +422,7 @@ def inpaint_stage(it: Iteration, cfg: BuildConfig, *, start_space: str | None = 
         raise ModelFileError(f"no inpainting network in {it.checkpoint}: run the train-inpaint stage first "
                              "(`flamefit texspace train-inpaint`)")
     t0 = time.perf_counter()
-    todo = [n for n in names if not (it.completed / f"{n}.npz").is_file()]
+    todo = [n for n in names if stale(n)]
     fill = None
     for i in range(0, len(todo), batch):
         chunk = todo[i:i + batch]

@@ -3,13 +3,15 @@
 :func:`render_photos` renders random heads (shape, expression, jaw, pose, camera distance, SH light shared by the
 colour channels) of a FLAME(-format) model whose albedos are drawn from a given texture space (e.g.
 :func:`flamefit.texspace.synthetic.make_synthetic_space`, saved as an npz), over a smooth random background, and
-writes ``images/NAME.png`` plus ``detections/NAME.npz`` (``lmks_68`` projected from the true model + noise, the
-rendered face-region skin ``mask``, ``focal_px``): the landmarks a detector would give, since MediaPipe cannot be
-trusted on renders of a stand-in model. The pipeline reads them with ``--detections``.
+writes ``images/NAME.png``, ``truth.json`` (the true codes) and ``detections/NAME.npz`` (``lmks_68`` projected
+from the true model + noise, the rendered face-region skin ``mask``, ``focal_px``): the landmarks a detector would
+give, since MediaPipe cannot be trusted on renders of a stand-in model. The pipeline reads them with
+``--detections``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -67,4 +69,5 @@ def render_photos(out_dir: str | Path, space: str | Path, n: int, *, flame, land
         rows.append({"name": name, "image": str(img_path), "detections": str(det),
                      "code": p.tex[0].cpu().numpy().astype(float).tolist(),
                      "yaw_deg": float(p.global_pose[0, 1]) * 180 / math.pi})
+    (out_dir / "truth.json").write_text(json.dumps({"space": str(space), "photos": rows}, indent=1))
     return rows
