@@ -20,6 +20,7 @@ BENCHMARKS = {
     "fit": "Single-image fitting: synthetic recovery, real-image accuracy, speed.",
     "observe": "Landmark NME, skin-mask IoU and detection time on the shared images (--correspondence: FLAME).",
     "track": "Video tracking: frames/s per mode and stage, jitter/lag, vertex errors vs independent fits, RSS.",
+    "texspace": "Texture-space building: known-space recovery, inpainting PSNR, real-photo skin PSNR, time/memory.",
     "landmarks68": "Derived (MediaPipe-based) vs RingNet 68-point model landmarks: geometry and lmks_68_fit NME.",
 }
 

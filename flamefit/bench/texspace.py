@@ -1,0 +1,292 @@
+"""`flamefit bench texspace`: the texture-space builder's evidence (issue 11), through the same pipeline functions
+as `flamefit texspace build` (run layer -> fit + unwrap -> train-inpaint -> inpaint -> PCA).
+
+(a) recovery of a known space: photos rendered on the stand-in model (random shape, expression, pose, SH light
+    shared by the channels) with albedos from a made-up space (:mod:`flamefit.texspace.synthetic`, not the
+    stand-in's), landmarks = projected model points + noise (MediaPipe cannot be trusted on stand-in renders); the
+    space is built from the images alone (start: the stand-in space) and scored by the RMS residual (0..255, face
+    texels) of held-out albedos of the true space after least squares onto mean + first k components, next to the
+    start space and the true space;
+(b) inpainting: PSNR on held-out strokes in unwrapped maps of further rendered photos (not used for training),
+    the trained network vs the classical fills;
+(c) real photos (``../shared/assets/images/faces_ccby``): a space built from the first ``--real-n`` photos, then the
+    skin PSNR of fits with the PCA texture alone (no offset stage) on the last ``--real-test`` photos (not used to
+    build it): built space vs the stand-in space (all its components, and as many as the built one);
+(d) seconds and peak memory per stage and per photo.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+
+def _assets(assets: str | None) -> Path:
+    from flamefit.bench.fit import _assets as find
+
+    return find(assets)
+
+
+def _stage_costs(work: Path, iteration: int = 0) -> dict:
+    from flamefit.texspace.pipeline import Iteration, read_stage
+
+    it = Iteration(work, iteration)
+    out = {}
+    for s in ("unwrap", "train-inpaint", "inpaint", "pca"):
+        rec = read_stage(it, s)
+        if rec:
+            out[s] = {k: rec.get(k) for k in ("seconds", "peak_rss_mb", "worker_peak_rss_mb", "seconds_per_photo",
+                                              "fit_seconds_per_photo", "n_ok", "n_failed", "step", "n_maps")
+                      if rec.get(k) is not None}
+    return out
+
+
+def _runner(items, a: dict, fit_overrides, workers: int, size: int, detections=None, device: str = "cpu"):
+    from flamefit.fit.config import config_to_dict, load_config
+    from flamefit.run import InProcessExecutor, PoolExecutor, RunSpec, resolve_assets
+    from flamefit.run.texspace import unwrap_runner
+
+    cfg = json.loads(json.dumps(config_to_dict(load_config(overrides=["texture.light=sh9", *fit_overrides]))))
+    assets = resolve_assets(a["flame"], "none", a["static"], a["dynamic"])
+    spec = RunSpec(worker="", assets=assets, config=cfg, threads=1, device=device)
+    return unwrap_runner(items, spec, (lambda: PoolExecutor(workers)) if workers > 0 else InProcessExecutor,
+                         size=size, detections=None if detections is None else str(detections))
+
+
+def _paths(root: Path) -> dict:
+    return {"flame": root / "flame_standin" / "standin_flame2023.pkl",
+            "start": root / "flame_standin" / "standin_texture.npz",
+            "static": root / "flame_landmarks" / "flame_static_embedding.pkl",
+            "dynamic": root / "flame_landmarks" / "flame_dynamic_embedding.npy"}
+
+
+def recovery_and_inpainting(a: dict, work: Path, *, n_build: int, n_test: int, n_held: int, components: int,
+                            size: int, image_px: int, cfg, fit_overrides, workers: int, log) -> dict:
+    """(a) and (b) on rendered photos."""
+    import torch
+
+    from flamefit.model.flame import load_flame
+    from flamefit.run import image_items
+    from flamefit.texspace import fills
+    from flamefit.texspace.inpaint import inpaint_maps, load_inpainter
+    from flamefit.texspace.measure import visibility_maps
+    from flamefit.texspace.pipeline import Iteration, build, space_maps
+    from flamefit.texspace.store import load_maps
+    from flamefit.texspace.synthetic import make_synthetic_space, reconstruction_rms
+    from flamefit.texspace.synthetic_photos import render_photos
+
+    with np.load(a["start"]) as d:
+        vt, ft = d["vt"], d["ft"].astype(np.int64)
+    true = make_synthetic_space(vt, ft, size, 10, seed=0)
+    true.save(work / "true_space.npz")
+    t0 = time.perf_counter()
+    log(f"(a) rendering {n_build + n_test} photos ({image_px}x{image_px})")
+    rows = render_photos(work / "synth", work / "true_space.npz", n_build + n_test, flame=a["flame"],
+                         landmarks_static=a["static"], landmarks_dynamic=a["dynamic"], height=image_px,
+                         width=image_px, seed=11)
+    render_s = time.perf_counter() - t0
+    imgs = [Path(r["image"]) for r in rows]
+    det = work / "synth" / "detections"
+    log(f"(a) building from {n_build} photos")
+    t0 = time.perf_counter()
+    report = build(work / "synth_work", work / "synth_space.npz", cfg,
+                   _runner(image_items(imgs[:n_build]), a, fit_overrides, workers, size, det),
+                   start_space=str(a["start"]), flame=str(a["flame"]), log=log)
+    build_s = time.perf_counter() - t0
+    built_mean, built_basis = space_maps(work / "synth_space.npz", size)
+    start_mean, start_basis = space_maps(a["start"], size)
+    held, _ = true.sample(n_held, torch.Generator().manual_seed(777), clip=True)
+    model = load_flame(a["flame"], dtype=torch.float64)
+    vis, _ = visibility_maps(model.v_template.double(), model.faces, vt, ft, torch.eye(3, dtype=torch.float64)[None],
+                             size)
+    region = vis[0] & true.region
+    ks = sorted({0, 1, 5, min(10, built_basis.shape[0]), built_basis.shape[0]})  # 0: the mean alone
+
+    def rms(mean, basis):
+        return {str(k): round(reconstruction_rms(mean, basis, held, region, k), 3) for k in ks if k <= basis.shape[0]}
+
+    recovery = {
+        "photos_built_from": n_build, "held_out_albedos": n_held, "image_px": image_px, "texels": size,
+        "face_region_texels": int(region.sum()), "true_components": true.n_components,
+        "rms_0_255_by_k": {"built": rms(built_mean, built_basis), "start (stand-in)": rms(start_mean, start_basis),
+                           "true": rms(true.mean, true.basis)},
+        "failed": report.failed, "render_s": round(render_s, 2), "build_s": round(build_s, 2),
+        "stages": _stage_costs(work / "synth_work"),
+    }
+    # (b) held-out photos: unwrapped by the same worker, never seen by the network
+    log(f"(b) unwrapping {n_test} held-out photos for the inpainting comparison")
+    held_it = Iteration(work / "synth_heldout", 0)
+    _runner(image_items(imgs[n_build:]), a, fit_overrides, workers, size, det)(held_it, str(a["start"]))
+    maps = load_maps(sorted(held_it.unwrapped.glob("*.npz")))
+    known = maps.known(cfg.min_weight)
+    methods = {
+        "mean": fills.fill_mean,
+        "membrane": lambda m, k: fills.fill_pushpull(m, k, smooth_iters=20),
+        "opencv_telea": fills.fill_opencv,
+        "mirror_then_opencv": fills.fill_mirror_then_opencv,
+        "mirror_then_membrane": lambda m, k: fills.fill_mirror_then_pushpull(m, k, smooth_iters=20),
+        "mirror_then_start_space": lambda m, k: fills.fill_mirror_then_pca(m, k, start_mean, start_basis),
+    }
+    ckpt = Iteration(work / "synth_work", cfg.iterations - 1).checkpoint
+    if ckpt.is_file():
+        net = load_inpainter(ckpt)
+        methods["network"] = lambda m, k: inpaint_maps(net, m, k, maps.uv_mask)
+    t0 = time.perf_counter()
+    scores = fills.evaluate_fills(maps.albedo, known, methods, seed=4242)
+    inpainting = {"maps": len(maps.names), "hole_texels": next(iter(scores.values()))["hole_texels"],
+                  "psnr_db": {k: round(v["psnr_db"], 2) for k, v in scores.items()},
+                  "psnr_db_per_map_mean": {k: round(v["psnr_db_per_map_mean"], 2) for k, v in scores.items()},
+                  "network_training_steps": cfg.inpaint_steps if ckpt.is_file() else 0,
+                  "network_trained_on": f"the {n_build} maps of (a) (random strokes); scored on {len(maps.names)} "
+                                        "other photos' maps",
+                  "evaluation_s": round(time.perf_counter() - t0, 2)}
+    best = max(inpainting["psnr_db"], key=inpainting["psnr_db"].get)
+    inpainting["best"] = best
+    return {"recovery": recovery, "inpainting": inpainting}
+
+
+def _skin_psnr(fitter, raw, target) -> float:
+    from flamefit.fit.crop import params_to_original
+
+    p = params_to_original(raw.params, raw.crop)
+    p.tex_offset = None
+    H, W = target.image.shape[:2]
+    r = fitter.render_image(p, H, W)
+    rgb = r["rgb"][0].clamp(0, 1).cpu().numpy()
+    m = (np.asarray(target.mask) > 0.5) & (r["alpha"][0].cpu().numpy() > 0.99)
+    mse = float(((rgb - target.image) ** 2)[m].mean())
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def real_photos(a: dict, shared: Path, work: Path, *, n_build: int, n_test: int, components: int, size: int, cfg,
+                fit_overrides, workers: int, log) -> dict:
+    """(c): build from the first n_build portraits, evaluate PCA-only fits on the last n_test."""
+    from flamefit.fit.api import build_fitter, target_from_input
+    from flamefit.fit.config import load_config
+    from flamefit.run import image_items
+    from flamefit.texspace.pipeline import build
+
+    photos = sorted((shared / "images" / "faces_ccby").glob("*.jpg"))
+    if len(photos) < n_build + n_test:
+        raise click.ClickException(f"only {len(photos)} photos in faces_ccby, asked for {n_build} + {n_test}")
+    train, test = photos[:n_build], photos[len(photos) - n_test:]
+    log(f"(c) building from {n_build} real photos")
+    t0 = time.perf_counter()
+    report = build(work / "real_work", work / "real_space.npz", cfg,
+                   _runner(image_items(train), a, fit_overrides, workers, size), start_space=str(a["start"]),
+                   flame=str(a["flame"]), log=log)
+    build_s = time.perf_counter() - t0
+    with np.load(work / "real_space.npz") as d:
+        k_built = int(d["tex_dir"].shape[-1])
+    fcfg = load_config(overrides=["texture.light=sh9", "texture.offset=false", *fit_overrides])
+    fitters = {
+        "built": build_fitter(a["flame"], work / "real_space.npz", fcfg, landmarks_static=a["static"],
+                              landmarks_dynamic=a["dynamic"]),
+        "stand-in (all 50)": build_fitter(a["flame"], a["start"], fcfg, landmarks_static=a["static"],
+                                          landmarks_dynamic=a["dynamic"]),
+        f"stand-in (first {k_built})": build_fitter(
+            a["flame"], a["start"], load_config(overrides=["texture.light=sh9", "texture.offset=false",
+                                                           f"texture.n_tex={k_built}", *fit_overrides]),
+            landmarks_static=a["static"], landmarks_dynamic=a["dynamic"]),
+    }
+    log(f"(c) fitting {n_test} held-out photos with each space (PCA texture only)")
+    rows = []
+    for path in test:
+        try:
+            target = target_from_input(path)
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            rows.append({"photo": path.name, "error": str(exc)})
+            continue
+        row = {"photo": path.name}
+        for name, f in fitters.items():
+            t1 = time.perf_counter()
+            raw = f.fit(target)
+            row[name] = round(_skin_psnr(f, raw, target), 3)
+            row[f"{name} fit_s"] = round(time.perf_counter() - t1, 2)
+        rows.append(row)
+    ok = [r for r in rows if "error" not in r]
+    med = {name: round(float(np.median([r[name] for r in ok])), 3) for name in fitters if ok}
+    return {"photos_built_from": n_build, "built_from": [p.name for p in train], "held_out": [p.name for p in test],
+            "components_built": k_built, "skin_psnr_db_pca_only": rows, "median_skin_psnr_db_pca_only": med,
+            "failed": report.failed, "build_s": round(build_s, 2), "stages": _stage_costs(work / "real_work")}
+
+
+@click.command(name="texspace")
+@click.option("--assets", type=click.Path(file_okay=False), help="The shared assets folder (../shared/assets).")
+@click.option("--n-build", type=click.IntRange(min=3), default=16, show_default=True,
+              help="(a) rendered photos the space is built from.")
+@click.option("--n-inpaint-test", type=click.IntRange(min=1), default=4, show_default=True,
+              help="(b) further rendered photos whose maps score the fills.")
+@click.option("--n-held", type=click.IntRange(min=1), default=30, show_default=True,
+              help="(a) held-out albedos of the true space.")
+@click.option("--components", type=click.IntRange(min=1), default=10, show_default=True,
+              help="PCA components built (at most photos - 1).")
+@click.option("--size", type=click.IntRange(min=16), default=256, show_default=True, help="Texels per map side.")
+@click.option("--image-px", type=click.IntRange(min=64), default=320, show_default=True,
+              help="(a) rendered photo side.")
+@click.option("--inpaint-steps", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Network training steps (each build).")
+@click.option("--fill", type=click.Choice(["network", "mirror_then_membrane", "mirror_then_opencv", "membrane",
+                                           "opencv_telea", "mirror_then_start_space"]),
+              help="Completion in the builds (default: the pipeline's default).")
+@click.option("--real/--no-real", "do_real", default=True, show_default=True, help="(c) real photos.")
+@click.option("--synthetic/--no-synthetic", "do_synth", default=True, show_default=True, help="(a) and (b).")
+@click.option("--real-n", type=click.IntRange(min=3), default=8, show_default=True,
+              help="(c) photos the real space is built from (the first N of faces_ccby; 139 for the full build).")
+@click.option("--real-test", type=click.IntRange(min=1), default=3, show_default=True,
+              help="(c) held-out photos (the last ones of faces_ccby).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Unwrap in N worker processes (0: in this process).")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the work folders here (default: a temporary folder; rerun to resume).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Fit config overrides (all fits).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, help="torch CPU threads (default: the bench group's setting).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def command(assets, n_build, n_inpaint_test, n_held, components, size, image_px, inpaint_steps, fill, do_real,
+            do_synth, real_n, real_test, workers, work, overrides, device, threads, as_json):
+    """Texture-space building: known-space recovery, inpainting PSNR, real-photo skin PSNR, time and memory."""
+    import torch
+
+    from flamefit.commands._options import threads_info
+    from flamefit.texspace.pipeline import BuildConfig, with_defaults
+
+    if threads:
+        torch.set_num_threads(threads)
+    shared = _assets(assets)
+    a = _paths(shared)
+    started = threads_info()
+
+    def log(msg: str) -> None:
+        click.echo(f"bench texspace: {msg}", err=True)
+
+    report: dict = {"environment": started, "workers": workers, "fit_overrides": list(overrides)}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="flamefit-bench-texspace-") as tmp:
+        root = Path(work) if work else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        if do_synth:
+            cfg = with_defaults(BuildConfig(), components=min(components, n_build - 1), size=size,
+                                inpaint_steps=inpaint_steps, fill=fill)
+            report["config_synthetic"] = cfg.__dict__
+            report.update(recovery_and_inpainting(a, root, n_build=n_build, n_test=n_inpaint_test, n_held=n_held,
+                                                  components=components, size=size, image_px=image_px, cfg=cfg,
+                                                  fit_overrides=overrides, workers=workers, log=log))
+        if do_real:
+            cfg = with_defaults(BuildConfig(), components=min(components, real_n - 1), size=size,
+                                inpaint_steps=inpaint_steps, fill=fill)
+            report["config_real"] = cfg.__dict__
+            report["real"] = real_photos(a, shared, root, n_build=real_n, n_test=real_test, components=components,
+                                         size=size, cfg=cfg, fit_overrides=overrides, workers=workers, log=log)
+    report["total_s"] = round(time.perf_counter() - t0, 1)
+    report["environment_end"] = threads_info()
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(json.dumps(report, indent=1))
