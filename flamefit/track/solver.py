@@ -81,7 +81,8 @@ class WindowProblem:
     """Residuals of the landmark objective for a batch of frames (see the module doc). ``model``: an
     :func:`identity_model` for the batch's landmark sets (else the fitter's own landmark model is used)."""
 
-    def __init__(self, fitter, batch, delta: float = 0.02, model=None, dense_idx=None):
+    def __init__(self, fitter, batch, delta: float = 0.02, model=None, dense_idx=None, priors: dict | None = None):
+        self.priors = priors or {}  # field -> prior weight replacing the fit config's
         self.fitter = fitter
         self.batch = batch
         self.model = model
@@ -151,7 +152,8 @@ class WindowProblem:
                     g = g - gap(targets["68"], up, lo)
                 res.append((g / self.R).flatten(1) * (2 * c / len(up)) ** 0.5 * has68)
         for n, key in PRIORS.items():
-            res.append(fields[n] * (2 * float(getattr(self.w, key))) ** 0.5)
+            w = self.priors.get(n, float(getattr(self.w, key)))
+            res.append(fields[n] * (2 * float(w)) ** 0.5)
         return torch.cat(res, 1)
 
     def targets(self) -> dict:
@@ -192,6 +194,13 @@ class WindowProblem:
         return r0, J.view(B, P, -1).transpose(1, 2), irls
 
 
+def dim_weights(w, d: int, like: torch.Tensor) -> torch.Tensor:
+    """A field's temporal weight as (d,): a number for all its components, or one per component (e.g. the camera
+    translation's depth, which landmarks pin down far less well than x and y, smoothed more)."""
+    t = torch.as_tensor(w, dtype=like.dtype, device=like.device).reshape(-1)
+    return t.expand(d) if t.numel() == 1 else t
+
+
 def _temporal_system(B: int, layout, accel: dict, velocity: dict, history: dict, x: torch.Tensor):
     """Hessian (B*P, B*P) and gradient (B*P,) of the temporal energy at ``x`` (B,P), with energy value."""
     P = x.shape[1]
@@ -199,20 +208,20 @@ def _temporal_system(B: int, layout, accel: dict, velocity: dict, history: dict,
     g = x.new_zeros(B, P)
     energy = x.new_zeros(())
     for n, o, d in layout:
-        wa, wv = float(accel.get(n, 0.0)), float(velocity.get(n, 0.0))
-        if not (wa or wv):
+        wa, wv = dim_weights(accel.get(n, 0.0), d, x), dim_weights(velocity.get(n, 0.0), d, x)
+        if not (bool(wa.any()) or bool(wv.any())):
             continue
         h = history.get(n)
         h = x.new_zeros(0, d) if h is None else h.to(x).reshape(-1, d)
         Hn = h.shape[0]
         N = Hn + B
         ops = []
-        if wv and N >= 2:
+        if bool(wv.any()) and N >= 2:
             A = x.new_zeros(N - 1, N)
             idx = torch.arange(N - 1)
             A[idx, idx], A[idx, idx + 1] = -1.0, 1.0
             ops.append((wv, A))
-        if wa and N >= 3:
+        if bool(wa.any()) and N >= 3:
             A = x.new_zeros(N - 2, N)
             idx = torch.arange(N - 2)
             A[idx, idx], A[idx, idx + 1], A[idx, idx + 2] = 1.0, -2.0, 1.0
@@ -221,23 +230,24 @@ def _temporal_system(B: int, layout, accel: dict, velocity: dict, history: dict,
         for w, A in ops:
             Aw = A[:, Hn:]  # (M,B): the window's columns
             r = A @ full  # (M,d)
-            energy = energy + w * r.pow(2).sum()
+            energy = energy + (w * r.pow(2)).sum()
             g[:, o:o + d] += 2 * w * (Aw.t() @ r)
-            M = 2 * w * (Aw.t() @ Aw)  # (B,B)
+            M = 2 * (Aw.t() @ Aw)  # (B,B)
             for j in range(d):
                 cols = torch.arange(B) * P + o + j
-                H[cols[:, None], cols[None, :]] += M
+                H[cols[:, None], cols[None, :]] += w[j] * M
     return H, g.reshape(-1), energy
 
 
 @torch.no_grad()
 def solve_window(fitter, batch, params: FlameParams, *, iters: int = 4, accel: dict | None = None,
                  velocity: dict | None = None, history: dict | None = None, damping: float = 1e-3,
-                 tol: float = 1e-4, model=None, dense_idx=None) -> tuple[FlameParams, dict]:
+                 tol: float = 1e-4, model=None, dense_idx=None, priors: dict | None = None
+                 ) -> tuple[FlameParams, dict]:
     """Levenberg-Marquardt on ``params`` (B frames, crop intrinsics); the fields in :data:`FREE` move, the rest
     (identity, camera rotation, intrinsics, light) stay. Returns the parameters and a log."""
     accel, velocity, history = accel or {}, velocity or {}, history or {}
-    prob = WindowProblem(fitter, batch, model=model, dense_idx=dense_idx)
+    prob = WindowProblem(fitter, batch, model=model, dense_idx=dense_idx, priors=priors)
     layout = _layout(params)
     x = _pack(params, layout).detach()
     B, P = x.shape

@@ -70,6 +70,9 @@ class TrackConfig:
     identity_photometric_resolution: int = 128  # render side of the identity's photometric stage
     identity_photometric_iters: int = 60  # photometric iterations of the identity fit (all K frames at once)
     temporal_weight: float = 1.0  # factor on all temporal weights (0: frames independent but warm-started)
+    # prior weights replacing the fit config's in the window solver: landmarks barely tell a neck rotation from a
+    # head rotation, and a free neck trades off against the camera (the head then wanders in the camera frame)
+    priors: dict = field(default_factory=lambda: {"neck_pose": 1.0})
     accel: dict = field(default_factory=lambda: dict(DEFAULT_ACCEL))
     velocity: dict = field(default_factory=lambda: dict(DEFAULT_VELOCITY))
     # MediaPipe points the window solver uses next to the 68: 'iris' (the 10 iris points, which carry the gaze the
@@ -185,6 +188,10 @@ class Identity:
         p.tex_offset = (None if self.tex_offset is None
                         else torch.as_tensor(self.tex_offset, **kw)[None].expand(B, -1, -1, -1).clone())
         return p
+
+
+def _scaled(w, s: float):
+    return tuple(float(v) * s for v in w) if isinstance(w, (tuple, list)) else float(w) * s
 
 
 def face_size_px(points: np.ndarray) -> float:
@@ -391,8 +398,8 @@ class Tracker:
             hp = _cat(history)
             hist = {n: getattr(hp, n) for n in set(c.accel) | set(c.velocity)}
         s = c.temporal_weight
-        temporal = TemporalTerm("temporal", 1.0, {k: v * s for k, v in c.accel.items()},
-                                {k: v * s for k, v in c.velocity.items()}, hist)
+        temporal = TemporalTerm("temporal", 1.0, {k: _scaled(v, s) for k, v in c.accel.items()},
+                                {k: _scaled(v, s) for k, v in c.velocity.items()}, hist)
         out = []
         for st in stages:
             free = tuple(n for n in st.free if n not in IDENTITY_FIELDS)
@@ -423,15 +430,30 @@ class Tracker:
         the head moves (a warm start from the previous frame alone can be many Adam steps away)."""
         from flamefit.fit.init import pose_to_camera, solve_pnp
 
-        targets, weights, pnp = batch.landmark_problem_inputs()
         idx = torch.as_tensor(rows)
         sub = p._map(lambda t: t[idx])
         zero = dataclasses.replace(sub, global_pose=torch.zeros_like(sub.global_pose))
         f = self.fitter
-        model = f.model if getattr(f, "lmk_model", None) is None else f.lmk_model  # _points_fn's vertex set
-        rest = model(shape=sub.shape, expression=sub.expression, neck_pose=sub.neck_pose, jaw_pose=sub.jaw_pose,
-                     eye_pose=sub.eye_pose)
-        pts = f._points_fn(batch)(rest.vertices, zero).double().cpu().numpy()
+        if batch.lmk68 is not None and f.landmarks68 is not None:  # the 68 points, identity folded in: cheapest
+            from flamefit import ibug68
+            from flamefit.track.solver import identity_model
+
+            if ("pnp68",) not in self._models:
+                shape = torch.as_tensor(self.identity.shape, dtype=f.dtype, device=f.device)
+                self._models[("pnp68",)] = identity_model(f, shape, ("68",))
+            model = self._models[("pnp68",)]
+            rest = model(expression=sub.expression, neck_pose=sub.neck_pose, jaw_pose=sub.jaw_pose,
+                         eye_pose=sub.eye_pose)
+            pts = f.model_points(zero, rest.vertices, ("68",), model.faces)["68"].double().cpu().numpy()
+            targets, weights = batch.lmk68, batch.lmk68_weights
+            pnp = torch.ones(68, dtype=torch.bool)
+            pnp[list(ibug68.JAW)] = False
+        else:
+            targets, weights, pnp = batch.landmark_problem_inputs()
+            model = f.model if getattr(f, "lmk_model", None) is None else f.lmk_model  # _points_fn's vertex set
+            rest = model(shape=sub.shape, expression=sub.expression, neck_pose=sub.neck_pose,
+                         jaw_pose=sub.jaw_pose, eye_pose=sub.eye_pose)
+            pts = f._points_fn(batch)(rest.vertices, zero).double().cpu().numpy()
         K = sub.intrinsics().double().cpu().numpy()
         roots = rest.joints[:, 0].double().cpu().numpy()
         tg = targets.double().cpu().numpy()
@@ -512,8 +534,9 @@ class Tracker:
             hist = {n: getattr(hp, n) for n in set(c.accel) | set(c.velocity)}
         s = c.temporal_weight
         out, _ = solve_window(self.fitter, batch, params, iters=c.lm_cold_iters if cold else c.lm_iters,
-                              accel={k: v * s for k, v in c.accel.items()},
-                              velocity={k: v * s for k, v in c.velocity.items()}, history=hist,
+                              accel={k: _scaled(v, s) for k, v in c.accel.items()},
+                              velocity={k: _scaled(v, s) for k, v in c.velocity.items()}, history=hist,
+                              priors=c.priors,
                               model=self._identity_model(batch), dense_idx=self._dense_idx(batch))
         return out
 
