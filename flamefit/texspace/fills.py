@@ -9,7 +9,9 @@ and return the same shape as a torch tensor with the known texels unchanged:
   ``u -> 1 - u`` (:func:`flip_u_map`); :func:`mirror_uv_error` checks a layout against ``u -> 1 - u``;
 * :func:`fill_pca`: the least-squares (ridge) fit of a linear space ``mean + basis @ c`` to the known texels;
 * :func:`fill_mean`: a constant (the mean known colour) — the floor any fill must beat;
-* combinations: :func:`fill_mirror_then_opencv`, :func:`fill_mirror_then_pca`.
+* :func:`push_pull` / :func:`fill_pushpull`: pyramid fill, with ``smooth_iters`` the membrane (Laplace) fill;
+* combinations: :func:`fill_mirror_then_opencv`, :func:`fill_mirror_then_pca`, :func:`fill_mirror_then_pushpull`,
+  :func:`fill_mirror_then_membrane` (``DEFAULT_FILL``: the best on view-shaped holes in our measurements).
 
 :func:`evaluate_fills` measures PSNR on held-out strokes (visible texels hidden, filled, compared), the protocol
 used for the network too.
@@ -191,6 +193,16 @@ def fill_mirror_then_pushpull(maps, known, *, smooth_iters: int = 0) -> torch.Te
     """Mirror (``u -> 1 - u``) first, then push-pull: the cheap fill the inpainting network starts from."""
     m = fill_mirror(maps, known)
     return fill_pushpull(m, mirror_known(known), smooth_iters=smooth_iters)
+
+
+def fill_mirror_then_membrane(maps, known, *, smooth_iters: int = 20) -> torch.Tensor:
+    """Mirror, then the membrane fill (push-pull + Jacobi): the default completion. Measured best on view-shaped
+    holes of synthetic maps at 256^2 (25.9 dB vs 25.3 mirror+OpenCV, 24.0 OpenCV NS, 25.2 the network after 400
+    CPU steps; see flamefit.texspace.measure), and fast (no per-channel OpenCV calls)."""
+    return fill_mirror_then_pushpull(maps, known, smooth_iters=smooth_iters)
+
+
+DEFAULT_FILL = fill_mirror_then_membrane
 
 
 def fill_mean(maps, known) -> torch.Tensor:

@@ -99,7 +99,7 @@ def inpainting_benchmark(space, verts, faces, vt, ft, *, n_train: int = 48, n_te
         "mirror_then_opencv": fills.fill_mirror_then_opencv,
         "mirror_then_pushpull": fills.fill_mirror_then_pushpull,
         "membrane": lambda m, k: fills.fill_pushpull(m, k, smooth_iters=20),
-        "mirror_then_membrane": lambda m, k: fills.fill_mirror_then_pushpull(m, k, smooth_iters=20),
+        "mirror_then_membrane": fills.fill_mirror_then_membrane,
         "pca_true_space (oracle)": lambda m, k: fills.fill_pca(m, k, space.mean, space.basis),
         "network": net_fill,
     }
