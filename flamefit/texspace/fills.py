@@ -175,8 +175,9 @@ def push_pull(x: torch.Tensor, weight: torch.Tensor, *, min_size: int = 2, smoot
         val = torch.where(wl > 0, xl / wl.clamp_min(1e-8), up) * a + up * (1 - a)
         if smooth_iters > 0:
             fixed = wl >= (1.0 - 1e-6) if level < len(xs) - 2 else wl > 0
-            for _ in range(smooth_iters):
-                nb = F.avg_pool2d(F.pad(val, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+            for _ in range(smooth_iters):  # 4-neighbour Jacobi (slices: ~2.5x faster than a 3x3 pooling)
+                p = F.pad(val, (1, 1, 1, 1), mode="replicate")
+                nb = (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]) * 0.25
                 val = torch.where(fixed, val, nb)
     return val
 
