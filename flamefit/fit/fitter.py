@@ -73,7 +73,10 @@ class Fitter:
 
     def __init__(self, model, texture_space: TextureSpace | None = None, landmarks68=None, dense_landmarks=None,
                  config: FitConfig | None = None):
+        from flamefit.fit.config import validate_config
+
         self.cfg = config or FitConfig()
+        validate_config(self.cfg)  # a config built in code gets the same checks as a loaded one, before any work
         self.landmarks68 = landmarks68
         self.dense = dense_landmarks
         if landmarks68 is None and dense_landmarks is None:

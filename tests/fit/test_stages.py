@@ -120,3 +120,24 @@ def test_coarse_photometric_stage_renders_at_its_own_resolution(standin, lm_fitt
         lc = float(evaluate(coarse, T.FitContext(f, batch, raw.params, 64))[1]["photo"].sum())
         lf = float(evaluate(fine, T.FitContext(f, batch, raw.params, fine.resolution))[1]["photo"].sum())
     assert abs(lc - lf) < 0.25 * lf, (lc, lf)
+
+
+def test_a_bad_config_built_in_code_fails_in_the_constructor(synthetic_setup):
+    model, dense, ts = synthetic_setup
+    cfg = FitConfig()
+    bad = dataclasses.replace(cfg, photometric=dataclasses.replace(cfg.photometric, lr=float("nan")))
+    with pytest.raises(ConfigError, match="photometric.lr"):
+        Fitter(model, texture_space=ts, dense_landmarks=dense, config=bad)
+
+
+def test_fit_images_fits_a_batch_and_returns_one_result_each(standin, lm_fitter):
+    from flamefit.fit.api import fit_images
+
+    model, lmk, ts = standin
+    f = Fitter(model, texture_space=ts, landmarks68=lmk,
+               config=fast_config("landmarks.iters=5", "appearance.iters=2", "photometric.iters=2", "offset.iters=2"))
+    targets = [S.make_case(lm_fitter, seed=s, height=120, width=110).target for s in (21, 22)]
+    results = fit_images(targets, f)
+    assert [r.name for r in results] == ["synthetic-21", "synthetic-22"]
+    assert all(r.render.shape == (120, 110, 3) and r.lmks_68_fit.shape == (68, 2) for r in results)
+    assert not (results[0].shape == results[1].shape).all()
