@@ -19,6 +19,7 @@ from flamefit.errors import FaceNotFound, FlamefitError
 from flamefit.track.outputs import (
     FrameWriter,
     finished_frames,
+    identity_path,
     is_frame_done,
     load_frame,
     load_identity,
@@ -127,10 +128,20 @@ def sample_identity_frames(video, detector, cfg: TrackConfig, *, start_s=None, e
 def get_identity(video, out_dir, fitter, detector, cfg: TrackConfig, *, start_s=None, end_s=None,
                  refit: bool = False) -> tuple[Identity, bool]:
     """(identity, reused): ``identity.npz`` of an earlier run when it fits this mode and model, else a new fit."""
+    from flamefit.errors import ConfigError
+    from flamefit.observe.video import probe_video
+
     ident = None if refit else load_identity(out_dir)
-    if ident is not None and ident.mode == cfg.mode and len(ident.shape) == fitter.n_shape \
-            and len(ident.tex) == fitter.texture_space.n_components:
-        return ident, True
+    if ident is not None:
+        info = probe_video(video)
+        same = {"mode": ident.mode == cfg.mode, "frame size": tuple(ident.image_size) == (info.height, info.width),
+                "model": len(ident.shape) == fitter.n_shape and len(ident.tex) == fitter.texture_space.n_components}
+        if all(same.values()):
+            return ident, True
+        if finished_frames(out_dir):  # resuming would mix two tracks in one folder
+            bad = ", ".join(k for k, v in same.items() if not v)
+            raise ConfigError(f"{out_dir} holds a track made with another {bad} ({identity_path(out_dir)}); rerun "
+                              "with --overwrite to track again from scratch, or choose another --out folder")
     frames = sample_identity_frames(video, detector, cfg, start_s=start_s, end_s=end_s)
     ident = fit_identity(fitter, frames, cfg)
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -192,3 +192,13 @@ def test_photometric_mode_writes_light_and_texture(track_fitter, make_clip, tmp_
     light = load_all(tmp_path, range(10), "light")
     assert np.isfinite(light).all() and np.ptp(light[:, 0], axis=0).max() > 0  # per-frame light
     assert doc["timings"]["photometric_s"] > 0
+
+
+def test_rerun_in_another_mode_refuses_to_mix_tracks(track_fitter, make_clip, tmp_path):
+    from flamefit.errors import ConfigError
+
+    fitter = track_fitter[0]
+    clip, path = make_clip("short", n_frames=10)
+    run(fitter, clip, path, tmp_path, small_cfg(identity_frames=3))
+    with pytest.raises(ConfigError, match="another mode"):
+        run(fitter, clip, path, tmp_path, small_cfg(mode="photometric", identity_frames=3))
