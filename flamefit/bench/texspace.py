@@ -13,6 +13,9 @@ as `flamefit texspace build` (run layer -> fit + unwrap -> train-inpaint -> inpa
     skin PSNR of fits with the PCA texture alone (no offset stage) on the last ``--real-test`` photos (not used to
     build it): built space vs the stand-in space (all its components, and as many as the built one);
 (d) seconds and peak memory per stage and per photo.
+
+The defaults take several minutes on 2 cores (12 + 3 rendered photos, 6 + 2 real ones, 60 training steps); the
+full real build: ``--real-n 139 --real-test 4 --no-synthetic`` (add ``--work DIR`` to keep and resume it).
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def recovery_and_inpainting(a: dict, work: Path, *, n_build: int, n_test: int, n
     from flamefit.texspace import fills
     from flamefit.texspace.inpaint import inpaint_maps, load_inpainter
     from flamefit.texspace.measure import visibility_maps
-    from flamefit.texspace.pipeline import Iteration, build, space_maps
+    from flamefit.texspace.pipeline import Iteration, build, space_maps, train_stage
     from flamefit.texspace.store import load_maps
     from flamefit.texspace.synthetic import make_synthetic_space, reconstruction_rms
     from flamefit.texspace.synthetic_photos import render_photos
@@ -133,16 +136,20 @@ def recovery_and_inpainting(a: dict, work: Path, *, n_build: int, n_test: int, n
         "mirror_then_membrane": lambda m, k: fills.fill_mirror_then_pushpull(m, k, smooth_iters=20),
         "mirror_then_start_space": lambda m, k: fills.fill_mirror_then_pca(m, k, start_mean, start_basis),
     }
-    ckpt = Iteration(work / "synth_work", cfg.iterations - 1).checkpoint
-    if ckpt.is_file():
-        net = load_inpainter(ckpt)
+    last = Iteration(work / "synth_work", cfg.iterations - 1)
+    train = None
+    if cfg.inpaint_steps > 0:  # the network, trained on (a)'s maps (the build did it already when it is the fill)
+        log(f"(b) network: {cfg.inpaint_steps} training steps on the {n_build} maps of (a)")
+        train = train_stage(last, cfg)
+        net = load_inpainter(last.checkpoint)
         methods["network"] = lambda m, k: inpaint_maps(net, m, k, maps.uv_mask)
     t0 = time.perf_counter()
     scores = fills.evaluate_fills(maps.albedo, known, methods, seed=4242)
     inpainting = {"maps": len(maps.names), "hole_texels": next(iter(scores.values()))["hole_texels"],
                   "psnr_db": {k: round(v["psnr_db"], 2) for k, v in scores.items()},
                   "psnr_db_per_map_mean": {k: round(v["psnr_db_per_map_mean"], 2) for k, v in scores.items()},
-                  "network_training_steps": cfg.inpaint_steps if ckpt.is_file() else 0,
+                  "network_training_steps": cfg.inpaint_steps,
+                  "network_training_s": None if train is None else train.get("seconds"),
                   "network_trained_on": f"the {n_build} maps of (a) (random strokes); scored on {len(maps.names)} "
                                         "other photos' maps",
                   "evaluation_s": round(time.perf_counter() - t0, 2)}
@@ -219,30 +226,30 @@ def real_photos(a: dict, shared: Path, work: Path, *, n_build: int, n_test: int,
 
 @click.command(name="texspace")
 @click.option("--assets", type=click.Path(file_okay=False), help="The shared assets folder (../shared/assets).")
-@click.option("--n-build", type=click.IntRange(min=3), default=16, show_default=True,
+@click.option("--n-build", type=click.IntRange(min=3), default=12, show_default=True,
               help="(a) rendered photos the space is built from.")
-@click.option("--n-inpaint-test", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--n-inpaint-test", type=click.IntRange(min=1), default=3, show_default=True,
               help="(b) further rendered photos whose maps score the fills.")
 @click.option("--n-held", type=click.IntRange(min=1), default=30, show_default=True,
               help="(a) held-out albedos of the true space.")
 @click.option("--components", type=click.IntRange(min=1), default=10, show_default=True,
               help="PCA components built (at most photos - 1).")
 @click.option("--size", type=click.IntRange(min=16), default=256, show_default=True, help="Texels per map side.")
-@click.option("--image-px", type=click.IntRange(min=64), default=320, show_default=True,
+@click.option("--image-px", type=click.IntRange(min=64), default=256, show_default=True,
               help="(a) rendered photo side.")
-@click.option("--inpaint-steps", type=click.IntRange(min=0), default=100, show_default=True,
+@click.option("--inpaint-steps", type=click.IntRange(min=0), default=60, show_default=True,
               help="Network training steps (each build).")
 @click.option("--fill", type=click.Choice(["network", "mirror_then_membrane", "mirror_then_opencv", "membrane",
                                            "opencv_telea", "mirror_then_start_space"]),
               help="Completion in the builds (default: the pipeline's default).")
 @click.option("--real/--no-real", "do_real", default=True, show_default=True, help="(c) real photos.")
 @click.option("--synthetic/--no-synthetic", "do_synth", default=True, show_default=True, help="(a) and (b).")
-@click.option("--real-n", type=click.IntRange(min=3), default=8, show_default=True,
+@click.option("--real-n", type=click.IntRange(min=3), default=6, show_default=True,
               help="(c) photos the real space is built from (the first N of faces_ccby; 139 for the full build).")
-@click.option("--real-test", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--real-test", type=click.IntRange(min=1), default=2, show_default=True,
               help="(c) held-out photos (the last ones of faces_ccby).")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Unwrap in N worker processes (0: in this process).")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Unwrap in N worker processes of one thread each (0: in this process).")
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the work folders here (default: a temporary folder; rerun to resume).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Fit config overrides (all fits).")
@@ -289,4 +296,33 @@ def command(assets, n_build, n_inpaint_test, n_held, components, size, image_px,
     if as_json:
         click.echo(json.dumps(report))
         return
-    click.echo(json.dumps(report, indent=1))
+    _print(report)
+
+
+def _print(r: dict) -> None:
+    """The report as a few human lines (the whole of it with --json)."""
+    if "recovery" in r:
+        rec = r["recovery"]
+        click.echo(f"(a) known-space recovery: built from {rec['photos_built_from']} rendered photos; RMS residual "
+                   f"(0..255, {rec['face_region_texels']} face texels) of {rec['held_out_albedos']} held-out albedos "
+                   "after least squares onto mean + first k components:")
+        for name, row in rec["rms_0_255_by_k"].items():
+            click.echo(f"    {name:18s} " + "  ".join(f"k={k}: {v:.2f}" for k, v in row.items()))
+        inp = r["inpainting"]
+        click.echo(f"(b) inpainting PSNR (dB) on held-out strokes, {inp['maps']} held-out maps, {inp['hole_texels']} "
+                   "texels: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(inp["psnr_db"].items(),
+                                                                              key=lambda kv: -kv[1])))
+    if "real" in r:
+        real = r["real"]
+        click.echo(f"(c) real photos: space of {real['components_built']} components from {real['photos_built_from']}"
+                   f" photos; median skin PSNR (dB) of PCA-only fits on {len(real['held_out'])} held-out photos: "
+                   + ", ".join(f"{k} {v:.2f}" for k, v in real["median_skin_psnr_db_pca_only"].items()))
+    for part in ("recovery", "real"):
+        st = (r.get(part) or {}).get("stages", {})
+        if st:
+            click.echo(f"(d) {part}: " + "; ".join(
+                f"{k} {v.get('seconds', 0):.1f} s" + (f" ({v['seconds_per_photo']:.1f} s/photo)"
+                                                     if v.get("seconds_per_photo") else "")
+                + f", peak {v.get('worker_peak_rss_mb') or v.get('peak_rss_mb')} MB" for k, v in st.items()))
+    click.echo(f"total {r['total_s']:.0f} s, workers {r['workers']}, load {r['environment'].get('loadavg')} -> "
+               f"{r['environment_end'].get('loadavg')}")

@@ -13,6 +13,7 @@ unwrap stage's worker). Every stage is resumable: rerunning a command skips what
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -151,8 +152,10 @@ def build(ctx, images, out, work, components, iterations, flame, texture_space, 
     work = work or out.with_name(out.stem + "_work")
     base = open_work(work)[0] if (work / "build.json").is_file() else BuildConfig()
     cfg = with_defaults(base, components=components, iterations=iterations, size=size, fill=fill,
-                        inpaint_steps=inpaint_steps, inpaint_crop=(inpaint_crop or None) if inpaint_crop is not None
-                        else base.inpaint_crop)
+                        inpaint_steps=inpaint_steps)
+    if inpaint_crop is not None:  # 0 = whole maps (None in the config)
+        cfg = replace(cfg, inpaint_crop=inpaint_crop or None)
+        cfg.validate()
     with Reporter(enabled=progress, label="photos") as reporter:
         unwrap, start, model = _unwrap_fn(
             images, flame=flame, texture_space=texture_space, landmarks_static=landmarks_static,
@@ -194,7 +197,10 @@ def unwrap(ctx, images, work, iteration, flame, texture_space, landmarks_static,
     it = Iteration(work, iteration)
     with Reporter(enabled=progress, label="photos") as reporter:
         exists = (work / "build.json").is_file()
-        base = open_work(work)[0] if exists else BuildConfig()
+        base, doc = open_work(work) if exists else (BuildConfig(), {})
+        explicit_start = texture_space is not None
+        if exists and not explicit_start:  # the folder's own start space
+            texture_space = doc.get("start_space") or "none"
         cfg = with_defaults(base, size=size)
         fn, start, model = _unwrap_fn(
             images, flame=flame, texture_space=texture_space, landmarks_static=landmarks_static,
@@ -202,7 +208,7 @@ def unwrap(ctx, images, work, iteration, flame, texture_space, landmarks_static,
             size=cfg.size, device=torch_device, threads=threads, workers=workers, use_ray=use_ray,
             ray_address=ray_address, retries=retries, recursive=recursive, shard=shard, progress=progress,
             debug=bool((ctx.obj or {}).get("debug")), reporter=reporter)
-        open_work(work, cfg, start, None if exists else resolve_layout(model, start))
+        open_work(work, cfg, start, None if exists else resolve_layout(model, start), check_start=explicit_start)
         space = str(it.previous_space()) if iteration else start
         doc = fn(it, space)
     _echo_stage(doc, f"unwrap ({doc.get('n_ok', 0)} photos ready, {doc.get('n_failed', 0)} failed)")

@@ -167,9 +167,11 @@ def write_stage(it: Iteration, stage: str, doc: dict) -> dict:
 
 
 def open_work(work: str | Path, cfg: BuildConfig | None = None, start_space: str | None = None,
-              layout: tuple[np.ndarray, np.ndarray, str] | None = None) -> tuple[BuildConfig, dict]:
+              layout: tuple[np.ndarray, np.ndarray, str] | None = None, *, check_start: bool = False
+              ) -> tuple[BuildConfig, dict]:
     """Create or reopen a work folder. A new folder needs ``cfg`` and ``layout`` (vt, ft, source); an existing one
-    keeps its map size and layout (a different ``cfg.size`` or start space is an error: use a new folder), and
+    keeps its map size and layout (a different ``cfg.size``, or with ``check_start`` a different start space, is an
+    error: use a new folder), and
     takes the other settings from ``cfg`` when given. Returns (the config in force, build.json as a dict)."""
     work = Path(work)
     path = work / "build.json"
@@ -183,7 +185,7 @@ def open_work(work: str | Path, cfg: BuildConfig | None = None, start_space: str
             if cfg.size != saved.size:
                 raise ConfigError(f"work folder {work} holds {saved.size}^2 maps, this build asks for {cfg.size}^2; "
                                   "use another --work folder")
-            if start_space is not None and doc.get("start_space") != start_space:
+            if check_start and doc.get("start_space") != start_space:
                 raise ConfigError(f"work folder {work} was started from {doc.get('start_space') or 'a free albedo'},"
                                   f" this build from {start_space or 'a free albedo'}; use another --work folder")
             saved = cfg
@@ -557,7 +559,7 @@ def build(work: str | Path, out: str | Path, cfg: BuildConfig, unwrap: UnwrapFn,
     work, out = Path(work), Path(out)
     cfg.validate()
     layout = None if (work / "build.json").is_file() else resolve_layout(flame, start_space)
-    cfg, _ = open_work(work, cfg, start_space, layout)
+    cfg, _ = open_work(work, cfg, start_space, layout, check_start=True)
     report = BuildReport(out=str(out), work=str(work))
     space = start_space
     for k in range(cfg.iterations):
