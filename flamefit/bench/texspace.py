@@ -239,8 +239,8 @@ def real_photos(a: dict, shared: Path, work: Path, *, n_build: int, n_test: int,
               help="(a) rendered photo side.")
 @click.option("--inpaint-steps", type=click.IntRange(min=0), default=60, show_default=True,
               help="Network training steps (each build).")
-@click.option("--fill", type=click.Choice(["network", "mirror_then_membrane", "mirror_then_opencv", "membrane",
-                                           "opencv_telea", "mirror_then_start_space"]),
+@click.option("--fill", type=click.Choice(["opencv_telea", "network", "membrane", "mirror_then_membrane",
+                                           "mirror_then_opencv", "mirror_then_start_space"]),
               help="Completion in the builds (default: the pipeline's default).")
 @click.option("--real/--no-real", "do_real", default=True, show_default=True, help="(c) real photos.")
 @click.option("--synthetic/--no-synthetic", "do_synth", default=True, show_default=True, help="(a) and (b).")

@@ -69,11 +69,12 @@ def test_build_cli_and_fit_accepts_the_space(synthetic_photos, tiny_fit, tmp_pat
     out = tmp_path / "space.npz"
     args = ["texspace", "build", str(p["images"] / "synth_0002.png"), str(p["images"] / "synth_0003.png"),
             str(p["images"] / "synth_0000.png"), "--out", str(out), "--components", "2", "--size", "64",
-            "--detections", str(p["detections"]), "--texture-space", "none", "--fill", "mirror_then_membrane",
+            "--detections", str(p["detections"]), "--texture-space", "none",
             *_model_args(p, tiny_fit)]
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "ok:" in err and out.is_file() and out.with_name("space_preview.png").is_file()
+    assert "inpaint (opencv_telea)" in err and "train-inpaint" not in err  # the measured default: no network
     assert main(args) == 0  # resumed: every stage skipped
     assert err.count("skipped") == 0 and capsys.readouterr().err.count("skipped") >= 3
     photo = sorted((shared_assets / "images" / "faces_ccby").glob("*.jpg"))[0]

@@ -30,7 +30,9 @@ def _runner(p, fit, images=None):
 def _cfg(**kw):
     from flamefit.texspace.pipeline import BuildConfig
 
-    base = dict(components=2, size=64, inpaint_steps=4, inpaint_batch=2, inpaint_crop=32, inpaint_channels=4)
+    # the network fill (not the default) so that training and its resume are exercised too
+    base = dict(components=2, size=64, inpaint_steps=4, inpaint_batch=2, inpaint_crop=32, inpaint_channels=4,
+                fill="network")
     return BuildConfig(**{**base, **kw})
 
 
