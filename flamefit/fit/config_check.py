@@ -99,7 +99,6 @@ RULES: list[tuple[str, Range]] = [
 ENUMS: dict[str, tuple[str, ...]] = {
     "texture.mode": ("auto", "pca", "free"),
     "texture.light": ("sh9", "sh9x3"),
-    "optim.landmark_solver": ("adam", "gauss_newton"),
 }
 
 

@@ -140,6 +140,10 @@ def result_json(result, config=None, faces_count: int | None = None) -> dict:
         },
         "timings_s": getattr(result, "timings", {}) or {},
         "missing": _missing(result),
+        # render/mask/overlay pixels per original-image pixel (< 1: very large photos are rendered smaller)
+        "render_scale": float(getattr(result, "render_scale", 1.0)),
+        # where lmks_68 / lmks_dense come from: "detected", or null when no detection ran (then they are absent)
+        "landmarks_source": getattr(result, "landmarks_source", "detected"),
     }
     for key in ("lmks_68_fit", "blendshape_scores", "blendshape_names", "face_transform"):
         value = getattr(result, key, None)

@@ -172,6 +172,12 @@ def test_present_optional_fields_are_written(tmp_path):
     assert data["blendshape_scores"].shape == (52,) and data["face_transform"].shape == (4, 4)
     doc = json.loads((tmp_path / "face.json").read_text())
     assert len(doc["blendshape_scores"]) == 52 and doc["missing"] == {}
+    assert doc["render_scale"] == 1.0 and doc["landmarks_source"] == "detected"
+
+    res = FakeResult(missing={})
+    res.render_scale, res.landmarks_source = 0.5, None  # a huge photo's smaller render; fit-texture without detection
+    doc = result_json(res)
+    assert doc["render_scale"] == 0.5 and doc["landmarks_source"] is None
 
 
 @pytest.mark.parametrize("field_name", ["light", "vertices", "lmks_68_fit"])
