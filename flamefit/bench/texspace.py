@@ -8,7 +8,7 @@ as `flamefit texspace build` (run layer -> fit + unwrap -> train-inpaint -> inpa
     texels) of held-out albedos of the true space after least squares onto mean + first k components, next to the
     start space and the true space;
 (b) inpainting: PSNR on held-out strokes in unwrapped maps of further rendered photos (not used for training),
-    the trained network vs the classical fills;
+    the trained network vs the classical fills; also on view-shaped holes (the texels another photo did not see);
 (c) real photos (``../shared/assets/images/faces_ccby``): a space built from the first ``--real-n`` photos, then the
     skin PSNR of fits with the PCA texture alone (no offset stage) on the last ``--real-test`` photos (not used to
     build it): built space vs the stand-in space (all its components, and as many as the built one);
@@ -145,9 +145,16 @@ def recovery_and_inpainting(a: dict, work: Path, *, n_build: int, n_test: int, n
         methods["network"] = lambda m, k: inpaint_maps(net, m, k, maps.uv_mask)
     t0 = time.perf_counter()
     scores = fills.evaluate_fills(maps.albedo, known, methods, seed=4242)
+    # the pipeline's real task: texels a view did not see; holes = what (a)'s photos, one each, did not see
+    seen_by_other = load_maps(sorted((work / "synth_work" / "iter0" / "unwrapped").glob("*.npz"))).known(
+        cfg.min_weight)
+    view_holes = known & ~seen_by_other[torch.arange(known.shape[0]) % seen_by_other.shape[0]]
+    view_scores = fills.evaluate_fills(maps.albedo, known, methods, holes=view_holes)
     inpainting = {"maps": len(maps.names), "hole_texels": next(iter(scores.values()))["hole_texels"],
                   "psnr_db": {k: round(v["psnr_db"], 2) for k, v in scores.items()},
                   "psnr_db_per_map_mean": {k: round(v["psnr_db_per_map_mean"], 2) for k, v in scores.items()},
+                  "psnr_db_view_holes": {k: round(v["psnr_db"], 2) for k, v in view_scores.items()},
+                  "view_hole_texels": next(iter(view_scores.values()))["hole_texels"],
                   "network_training_steps": cfg.inpaint_steps,
                   "network_training_s": None if train is None else train.get("seconds"),
                   "network_trained_on": f"the {n_build} maps of (a) (random strokes); scored on {len(maps.names)} "
@@ -312,6 +319,10 @@ def _print(r: dict) -> None:
         click.echo(f"(b) inpainting PSNR (dB) on held-out strokes, {inp['maps']} held-out maps, {inp['hole_texels']} "
                    "texels: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(inp["psnr_db"].items(),
                                                                               key=lambda kv: -kv[1])))
+        if "psnr_db_view_holes" in inp:
+            click.echo(f"    view-shaped holes (texels another photo missed, {inp['view_hole_texels']} texels): "
+                       + ", ".join(f"{k} {v:.2f}" for k, v in sorted(inp["psnr_db_view_holes"].items(),
+                                                                     key=lambda kv: -kv[1])))
     if "real" in r:
         real = r["real"]
         click.echo(f"(c) real photos: space of {real['components_built']} components from {real['photos_built_from']}"

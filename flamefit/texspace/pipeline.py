@@ -22,8 +22,12 @@ strings them together, taking the unwrap stage as a callable so this module does
 Completion default, from the measured comparison (``flamefit bench texspace`` (b): PSNR on held-out strokes in the
 unwrapped maps of 4 fitted renders that the network never saw; network trained on 16 other photos' maps, 2026-11-29,
 1 thread, load 3-5): OpenCV Telea 25.23 dB, membrane (push-pull + Jacobi) 24.42, the gated-conv network 23.92 after
-100 steps and 23.87 after 250, mirror-then-fills 20.2-20.8, the mean 20.77. So the default is ``opencv_telea``;
-``fill='network'`` trains and uses the network (the method as published) and stays available.
+100 steps and 23.87 after 250, mirror-then-fills 20.2-20.8, the mean 20.77. On view-shaped holes in the same maps
+(texels another photo did not see) OpenCV also leads: 20.13 dB vs network 19.63, membrane 19.59, mirror-then-membrane
+17.63 (and 24.82 / 22.85 / 22.50 / 20.56 in the default bench's 256 px renders). H's measurement on ideal maps
+(true geometry and light, no fit: ``flamefit.texspace.measure``) favours mirror-then-membrane; on maps unwrapped
+from fits, whose two halves carry different de-lighting errors, mirroring loses 2-4 dB. So the default is
+``opencv_telea``; ``fill='network'`` trains and uses the network (the method as published) and stays available.
 """
 
 from __future__ import annotations
