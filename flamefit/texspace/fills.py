@@ -11,7 +11,8 @@ and return the same shape as a torch tensor with the known texels unchanged:
 * :func:`fill_mean`: a constant (the mean known colour) — the floor any fill must beat;
 * :func:`push_pull` / :func:`fill_pushpull`: pyramid fill, with ``smooth_iters`` the membrane (Laplace) fill;
 * combinations: :func:`fill_mirror_then_opencv`, :func:`fill_mirror_then_pca`, :func:`fill_mirror_then_pushpull`,
-  :func:`fill_mirror_then_membrane` (``DEFAULT_FILL``: the best on view-shaped holes in our measurements).
+  :func:`fill_mirror_then_membrane`. The pipeline's default completion is chosen in
+  :data:`flamefit.texspace.pipeline.DEFAULT_FILL` (OpenCV Telea: the best on maps unwrapped from real fits).
 
 :func:`evaluate_fills` measures PSNR on held-out strokes (visible texels hidden, filled, compared), the protocol
 used for the network too.
@@ -197,13 +198,12 @@ def fill_mirror_then_pushpull(maps, known, *, smooth_iters: int = 0) -> torch.Te
 
 
 def fill_mirror_then_membrane(maps, known, *, smooth_iters: int = 20) -> torch.Tensor:
-    """Mirror, then the membrane fill (push-pull + Jacobi): the default completion. Measured best on view-shaped
-    holes of synthetic maps at 256^2 (25.8 dB vs 25.3 mirror+OpenCV, 24.0 OpenCV NS, 25.2 the network after 400
-    CPU steps; see flamefit.texspace.measure), and fast (no per-channel OpenCV calls)."""
+    """Mirror, then the membrane fill (push-pull + Jacobi). Best on view-shaped holes of IDEAL maps (true geometry
+    and light; 25.8 dB vs 25.3 mirror+OpenCV, 24.0 OpenCV NS, 25.2 the network after 400 CPU steps; see
+    flamefit.texspace.measure), but 2-4 dB worse than OpenCV Telea on maps unwrapped from fits, where the mirrored
+    side carries the other side's shading errors (``flamefit bench texspace``)."""
     return fill_mirror_then_pushpull(maps, known, smooth_iters=smooth_iters)
 
-
-DEFAULT_FILL = fill_mirror_then_membrane
 
 
 def fill_mean(maps, known) -> torch.Tensor:
