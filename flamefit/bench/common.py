@@ -61,3 +61,18 @@ def emit(report: dict, rows: list[dict], columns: list[str], title: str, as_json
     env = report.get("environment", {})
     if env:
         console.print(", ".join(f"{k}: {v}" for k, v in env.items()))
+
+
+def shared_assets_dir(assets: str | None = None):
+    """The development assets folder (stand-in model, images, videos): ``--assets``, else
+    ``$FLAMEFIT_SHARED_ASSETS``, else ``../shared/assets`` next to the working directory or the repository."""
+    from pathlib import Path
+
+    from flamefit.errors import ConfigError
+
+    here = Path(__file__).resolve().parents[2].parent / "shared" / "assets"
+    for c in (assets, os.environ.get("FLAMEFIT_SHARED_ASSETS"), Path.cwd().parent / "shared" / "assets", here):
+        if c and Path(c).is_dir():
+            return Path(c)
+    raise ConfigError("the development assets (stand-in model, images) were not found: pass --assets DIR "
+                      "(the shared/assets folder) or set FLAMEFIT_SHARED_ASSETS")

@@ -24,13 +24,10 @@ import click
 import numpy as np
 
 
-def _assets(assets: str | None) -> Path:
-    cands = [assets, os.environ.get("FLAMEFIT_SHARED_ASSETS"), "../shared/assets",
-             str(Path(__file__).resolve().parents[2].parent / "shared" / "assets")]
-    for c in cands:
-        if c and Path(c).is_dir():
-            return Path(c)
-    raise click.ClickException("the stand-in assets were not found: pass --assets DIR (../shared/assets)")
+def _assets(assets: str | None):
+    from flamefit.bench.common import shared_assets_dir
+
+    return shared_assets_dir(assets)
 
 
 def _fitter(assets: Path, overrides=(), device="cpu"):

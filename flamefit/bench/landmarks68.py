@@ -23,10 +23,10 @@ import torch
 from flamefit.ibug68 import GROUPS, INNER, JAW, OUTER_EYE_CORNERS
 
 
-def _assets(path: str | None):
-    from flamefit.bench.observe import _assets as find
+def _assets(assets: str | None):
+    from flamefit.bench.common import shared_assets_dir
 
-    return find(path)
+    return shared_assets_dir(assets)
 
 
 def _nme(pred: np.ndarray, ref: np.ndarray, idx=range(68)) -> float:

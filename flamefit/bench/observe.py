@@ -14,7 +14,6 @@ Needs the development assets (``--assets``, default ``../shared/assets`` or ``$F
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -24,15 +23,10 @@ import numpy as np
 from flamefit.ibug68 import GROUPS, INNER, OUTER_EYE_CORNERS
 
 
-def _assets(path: str | None) -> Path:
-    from flamefit.errors import ConfigError
+def _assets(assets: str | None):
+    from flamefit.bench.common import shared_assets_dir
 
-    candidates = [path, os.environ.get("FLAMEFIT_SHARED_ASSETS"), Path.cwd().parent / "shared" / "assets",
-                  Path(__file__).resolve().parents[2].parent / "shared" / "assets"]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    raise ConfigError("Development assets not found: pass --assets DIR (the shared/assets folder).")
+    return shared_assets_dir(assets)
 
 
 def _iod(ref: np.ndarray) -> float:

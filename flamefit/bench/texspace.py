@@ -35,10 +35,10 @@ import click
 import numpy as np
 
 
-def _assets(assets: str | None) -> Path:
-    from flamefit.bench.fit import _assets as find
+def _assets(assets: str | None):
+    from flamefit.bench.common import shared_assets_dir
 
-    return find(assets)
+    return shared_assets_dir(assets)
 
 
 def _stage_costs(work: Path, iteration: int = 0) -> dict:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,13 +26,10 @@ import click
 import numpy as np
 
 
-def _assets(assets: str | None) -> Path:
-    cands = [assets, os.environ.get("FLAMEFIT_SHARED_ASSETS"), "../shared/assets",
-             str(Path(__file__).resolve().parents[2].parent / "shared" / "assets")]
-    for c in cands:
-        if c and Path(c).is_dir():
-            return Path(c)
-    raise click.ClickException("the stand-in assets were not found: pass --assets DIR (../shared/assets)")
+def _assets(assets: str | None):
+    from flamefit.bench.common import shared_assets_dir
+
+    return shared_assets_dir(assets)
 
 
 def _asset_paths(assets: Path) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flamefit.errors import FlamefitError, ModelFileError
+from flamefit.errors import FlamefitError
 from flamefit.io.outputs import OutputSet
 from flamefit.io.outputs import is_finished as _is_finished
 
@@ -205,16 +205,6 @@ def load_result_params(path: str | Path, device=None, dtype=None):
     """Read the fitted parameters (a batch-1 :class:`FlameParams`, original-image intrinsics) from ``NAME.npz``."""
     import torch
 
-    from flamefit.fit.params import FlameParams
+    from flamefit.fit.api import read_fit_params
 
-    path = Path(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-        params = {k[len("param_"):]: data[k][None] for k in data.files if k.startswith("param_")}
-        image_size = tuple(int(v) for v in data["image_size"]) if "image_size" in data.files else None
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelFileError(f"cannot read fit result {path}: {exc}. Pass a NAME.npz written by `flamefit fit`")\
-            from exc
-    if not params:
-        raise ModelFileError(f"{path} holds no fitted parameters (param_* arrays); is it a `flamefit fit` result?")
-    return FlameParams.from_dict(params, device=device, dtype=dtype or torch.float32), image_size
+    return read_fit_params(path, device=device, dtype=dtype or torch.float32)
