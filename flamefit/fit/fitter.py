@@ -95,7 +95,16 @@ class Fitter:
         self.texture_space = self._appearance(texture_space)
         vt, ft = self.texture_space.vt, self.texture_space.ft
         if vt is None and getattr(model, "uv", None) is not None:
-            vt, ft = model.uv.vt, model.uv.ft
+            uv = model.uv
+            if self.texture_space.kind != "free" and getattr(uv, "generated", False):
+                # the space's maps are drawn in FLAME's UV layout; through an atlas flamefit made up they would
+                # land on the wrong texels, silently
+                raise ConfigError(
+                    f"the texture space {self.texture_space.source or ''} holds no UV layout (vt/ft) and no FLAME UV "
+                    "layout was found, so its maps cannot be placed on the mesh: give the UV layout "
+                    "($FLAMEFIT_UV_LAYOUT: FLAME's head_template.obj or flame_vt.npy/flame_ft.npy), use a texture "
+                    "space file that holds vt/ft, or fit a free albedo with --texture-space none")
+            vt, ft = uv.vt, uv.ft
         self.vt = None if vt is None else vt.to(self.device, self.dtype)
         self.ft = None if ft is None else ft.to(self.device)
         if self.vt is not None and self.ft.shape[0] != self.faces.shape[0]:

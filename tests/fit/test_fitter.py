@@ -296,6 +296,20 @@ def test_missing_uv_layout_fails_before_fitting(synthetic_setup):
            config=fast_config("appearance.iters=0", "photometric.iters=0", "offset.iters=0"))
 
 
+def test_pca_space_without_uvs_is_refused_on_a_generated_atlas(synthetic_setup):
+    """A PCA space's maps are in FLAME's UV layout: without its vt/ft and with only flamefit's generated atlas they
+    would be painted onto the wrong texels, so the Fitter refuses up front (a free albedo is fine)."""
+    from flamefit.model.texture_space import TextureSpace
+
+    model, dense, _ = synthetic_setup
+    assert model.uv is not None and model.uv.generated  # the synthetic model carries no UVs of its own
+    mean = torch.full((16, 16, 3), 0.6)
+    pca = TextureSpace(mean, torch.randn(3, 16, 16, 3) * 0.05, None, None, kind="flame", source="space.npz")
+    with pytest.raises(ConfigError, match="space.npz holds no UV layout"):
+        Fitter(model, texture_space=pca, dense_landmarks=dense, config=fast_config())
+    Fitter(model, texture_space=None, dense_landmarks=dense, config=fast_config())  # free albedo: the atlas is fine
+
+
 def test_fresh_clone_synthetic_model(synthetic_setup):
     """No ../shared needed: sphere-head model, dense landmarks only, free albedo on planar UVs."""
     model, dense, ts = synthetic_setup
