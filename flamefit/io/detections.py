@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flamefit.io.outputs import OutputSet
+from flamefit.io.outputs import OutputSet, save_npz
 from flamefit.io.results import check_finite_arrays
 
 
@@ -43,7 +43,7 @@ def save_detection(obs, out_dir: str | Path, name: str, overlay: bool = True, ma
     check_finite_arrays(arrays, name)
     kinds = ["npz"] + (["overlay"] if overlay else [])
     with OutputSet(out_dir, name, kind="detect", source=source, overwrite=overwrite) as outs:
-        np.savez_compressed(outs.path(f"{name}.npz"), **arrays)
+        save_npz(outs.path(f"{name}.npz"), arrays)
         if overlay:
             vis = draw_overlay(obs.image, obs.lmks_dense, obs.lmks_68, obs.mask if mask else None)
             buf = io.BytesIO()

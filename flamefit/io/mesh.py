@@ -44,7 +44,8 @@ def save_png(path: str | Path, image) -> Path:
 
     path = Path(path)
     buf = io.BytesIO()
-    Image.fromarray(_to_uint8(image)).save(buf, format="PNG")
+    # zlib level 3: ~2.5x faster than PIL's default 6 on photo-like images, ~13 % larger
+    Image.fromarray(_to_uint8(image)).save(buf, format="PNG", compress_level=3)
     _atomic_write(path, buf.getvalue())
     return path
 

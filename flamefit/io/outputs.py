@@ -63,6 +63,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def save_npz(path: str | os.PathLike, arrays: dict, compress_level: int = 1) -> Path:
+    """``np.savez_compressed`` with a chosen zlib level: level 1 is ~3x faster than numpy's default 6 on the float
+    images of a result and the file is barely larger. Loads with ``np.load`` as usual; no pickles."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compress_level) as zf:
+        for key, value in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+    return path
+
+
 def file_digest(path: Path) -> dict:
     h = hashlib.sha256()
     size = 0
@@ -138,7 +153,7 @@ class OutputSet:
     Usage::
 
         with OutputSet(out_dir, "face", kind="fit", source="face.jpg") as outs:
-            np.savez_compressed(outs.path("face.npz"), **arrays)
+            save_npz(outs.path("face.npz"), arrays)
             outs.write_text("face.json", doc)
             outs.publish(outputs=["npz", "json"])  # False when another run finished it meanwhile
 

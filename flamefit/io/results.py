@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from flamefit.errors import FlamefitError
-from flamefit.io.outputs import OutputSet
+from flamefit.io.outputs import OutputSet, save_npz
 from flamefit.io.outputs import is_finished as _is_finished
 
 ALL_OUTPUTS = ("npz", "json", "mesh", "overlay", "render")
@@ -186,7 +186,7 @@ def save_result(result, out_dir: str | Path, faces, vt=None, ft=None, config=Non
     text = dumps_finite(doc, name)
     faces = np.asarray(faces)
     with OutputSet(out_dir, name, kind=kind, source=source, overwrite=overwrite) as outs:
-        np.savez_compressed(outs.path(f"{name}.npz"), **arrays)
+        save_npz(outs.path(f"{name}.npz"), arrays)
         outs.write_text(f"{name}.json", text)
         if "mesh" in kinds:
             tex = getattr(result, "albedo", None) if vt is not None else None

@@ -198,3 +198,17 @@ def test_json_never_holds_nan(tmp_path):
         save_result(res, tmp_path, FACES, name="face")
     doc = result_json(FakeResult())
     json.dumps(doc, allow_nan=False)  # the normal document is strict JSON
+
+
+def test_save_npz_round_trips_without_pickles(tmp_path):
+    from flamefit.io.outputs import save_npz
+
+    arrays = {"render": np.random.default_rng(0).random((8, 8, 3), np.float32), "names": np.array(["a", "bb"]),
+              "scalar": np.float64(0.5), "empty": np.zeros((0, 2), np.float32)}
+    save_npz(tmp_path / "x.npz", arrays)
+    with np.load(tmp_path / "x.npz", allow_pickle=False) as d:
+        assert sorted(d.files) == sorted(arrays)
+        for k, v in arrays.items():
+            assert np.array_equal(d[k], v) and d[k].dtype == np.asarray(v).dtype
+    with pytest.raises(ValueError):  # object arrays would need pickles: refused, not written silently
+        save_npz(tmp_path / "y.npz", {"bad": np.array([{"a": 1}], dtype=object)})
