@@ -64,3 +64,18 @@ def _isolated_user_dirs(tmp_path_factory):
                     "FLAMEFIT_NO_SHIPPED_ASSETS"):
             mp.delenv(var, raising=False)
         yield
+
+
+@pytest.fixture(scope="session")
+def standin(shared_assets: Path):
+    """(FlameModel, RingNet Landmarks68, TextureSpace) of the stand-in: loaded once for every test that fits."""
+    from flamefit.model.flame import FlameModel
+    from flamefit.model.flame_file import read_flame_file
+    from flamefit.model.landmarks import load_ringnet_68
+    from flamefit.model.texture_space import load_texture_space
+
+    model = FlameModel(read_flame_file(shared_assets / "flame_standin" / "standin_flame2023.pkl"))
+    lmk = load_ringnet_68(shared_assets / "flame_landmarks" / "flame_static_embedding.pkl",
+                          shared_assets / "flame_landmarks" / "flame_dynamic_embedding.npy")
+    ts = load_texture_space(shared_assets / "flame_standin" / "standin_texture.npz")
+    return model, lmk, ts

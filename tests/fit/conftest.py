@@ -19,19 +19,6 @@ def fast_config(*extra: str):
                                   "texture.fit_resolution=64", *extra])
 
 
-@pytest.fixture(scope="session")
-def standin(shared_assets):
-    from flamefit.model.flame import FlameModel
-    from flamefit.model.flame_file import read_flame_file
-    from flamefit.model.landmarks import load_ringnet_68
-    from flamefit.model.texture_space import load_texture_space
-
-    torch.manual_seed(0)
-    model = FlameModel(read_flame_file(shared_assets / "flame_standin" / "standin_flame2023.pkl"))
-    lmk = load_ringnet_68(shared_assets / "flame_landmarks" / "flame_static_embedding.pkl",
-                          shared_assets / "flame_landmarks" / "flame_dynamic_embedding.npy")
-    ts = load_texture_space(shared_assets / "flame_standin" / "standin_texture.npz")
-    return model, lmk, ts
 
 
 @pytest.fixture(scope="session")

@@ -70,10 +70,8 @@ def test_cached_per_model_file(standin, derived, monkeypatch):
     assert torch.equal(again.face_idx, lmks.face_idx) and torch.allclose(again.bary, lmks.bary)
 
 
-def test_cache_key_and_damaged_cache(synthetic_model_path, tmp_path, monkeypatch):
-    from flamefit.model import load_flame
-
-    model = load_flame(synthetic_model_path)
+def _counting_fake_derivation(monkeypatch) -> list:
+    """Replace the (slow, MediaPipe-based) derivation by a fake that records its calls."""
     calls = []
 
     def fake(verts, faces, **kwargs):
@@ -82,6 +80,27 @@ def test_cache_key_and_damaged_cache(synthetic_model_path, tmp_path, monkeypatch
         return np.zeros(478, np.int64), np.full((478, 3), 1 / 3, np.float32), rep
 
     monkeypatch.setattr(corr, "derive_correspondence", fake)
+    return calls
+
+
+def test_out_of_range_cache_is_recomputed(synthetic_model_path, tmp_path, monkeypatch):
+    """A cached correspondence whose face indices lie beyond the mesh is recomputed, never used."""
+    from flamefit.model import load_flame
+
+    model = load_flame(synthetic_model_path)
+    calls = _counting_fake_derivation(monkeypatch)
+    corr.dense_correspondence(model, cache_dir=tmp_path)
+    path = next(tmp_path.glob("*.npz"))
+    np.savez(path, face_idx=np.full(478, 10**6), bary=np.full((478, 3), 1 / 3))
+    lmk = corr.dense_correspondence(model, cache_dir=tmp_path)
+    assert calls == [1, 1] and int(lmk.face_idx.max()) < model.faces.shape[0]
+
+
+def test_cache_key_and_damaged_cache(synthetic_model_path, tmp_path, monkeypatch):
+    from flamefit.model import load_flame
+
+    model = load_flame(synthetic_model_path)
+    calls = _counting_fake_derivation(monkeypatch)
     first = corr.dense_correspondence(model, cache_dir=tmp_path)
     assert calls == [1] and len(first) == 478
     path = next(tmp_path.glob("*.npz"))

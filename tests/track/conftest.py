@@ -7,19 +7,12 @@ import torch
 
 
 @pytest.fixture(scope="session")
-def track_fitter(shared_assets):
+def track_fitter(standin):
     """A fitter on the stand-in with small settings (the tests check behaviour, not accuracy)."""
     from flamefit.fit import Fitter, load_config
-    from flamefit.model.flame import FlameModel
-    from flamefit.model.flame_file import read_flame_file
-    from flamefit.model.landmarks import load_ringnet_68
-    from flamefit.model.texture_space import load_texture_space
 
     torch.set_num_threads(1)
-    model = FlameModel(read_flame_file(shared_assets / "flame_standin" / "standin_flame2023.pkl"))
-    lmk = load_ringnet_68(shared_assets / "flame_landmarks" / "flame_static_embedding.pkl",
-                          shared_assets / "flame_landmarks" / "flame_dynamic_embedding.npy")
-    ts = load_texture_space(shared_assets / "flame_standin" / "standin_texture.npz")
+    model, lmk, ts = standin
     cfg = load_config(overrides=["n_shape=50", "n_expr=30", "rigid.iters=15", "landmarks.iters=40",
                                  "texture.n_tex=10", "texture.fit_resolution=64", "texture.free_resolution=32"])
     return Fitter(model, texture_space=ts, landmarks68=lmk, config=cfg), model, lmk, ts
