@@ -47,7 +47,7 @@ class FitResult:
     lmks_68_fit: np.ndarray | None  # (68,2) projected from the fit (contour follows the silhouette by yaw)
     render: np.ndarray | None  # (h,w,3) rendered fit over black; (h,w) = render_scale x (H,W)
     mask: np.ndarray | None  # (h,w) rendered coverage (alpha) of the fit
-    overlay: np.ndarray | None  # (h,3w,3) input | render | blend (float 0..1; uint8 in the npz)
+    overlay: np.ndarray | None  # (h,3w,3) uint8 input | render | blend
     aligned_image: np.ndarray  # (S,S,3) the face crop the fitter worked on
     crop_transform: np.ndarray  # (2,3) original pixels -> aligned-image pixels
     albedo: np.ndarray  # (Ht,Wt,3) albedo texture map (RGB 0..1), UV row 0 = v 1
@@ -81,15 +81,13 @@ class FitResult:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array field that exists (for ``.npz``), plus the raw parameter tensors prefixed ``param_``
-        (FLAME's ``translation`` is always zero and left out). ``overlay`` is a picture: stored as uint8 (0..255),
-        which makes writing a 1024 px result ~0.7 s faster; ``render`` and ``mask`` keep float values."""
+        (FLAME's ``translation`` is always zero and left out). ``overlay`` is a uint8 picture (0..255), which makes
+        writing a 1024 px result ~0.7 s faster than float; ``render`` and ``mask`` keep float values."""
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, np.ndarray):
                 out[f.name] = v
-        if self.overlay is not None:
-            out["overlay"] = (np.clip(self.overlay, 0, 1) * 255 + 0.5).astype(np.uint8)
         out["image_size"] = np.array(self.image_size, dtype=np.int64)
         out["render_scale"] = np.array(self.render_scale, dtype=np.float64)
         out["opengl_view"] = self.opengl_view
@@ -102,10 +100,16 @@ class FitResult:
 
 
 def make_overlay(image: np.ndarray, render: np.ndarray, alpha: np.ndarray, blend: float = 0.6) -> np.ndarray:
-    """input | render | blend, side by side."""
-    a = (alpha[..., None] * blend).astype(np.float32)
-    mixed = image * (1 - a) + render * a
-    return np.concatenate([image, render, mixed], axis=1).clip(0, 1).astype(np.float32)
+    """input | render | blend, side by side, as a (h, 3w, 3) uint8 picture (inputs float 0..1, (h,w,3) and alpha
+    (h,w)); built directly in uint8 with OpenCV: ~3x faster than float intermediates on a 1024 px result."""
+    import cv2
+
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    render = np.ascontiguousarray(render, dtype=np.float32)
+    a = np.ascontiguousarray(alpha, dtype=np.float32) * np.float32(blend)
+    mixed = cv2.blendLinear(image, render, 1.0 - a, a)
+    # convertScaleAbs: x * 255, rounded and saturated to 0..255 (inputs are >= 0, so the abs changes nothing)
+    return cv2.convertScaleAbs(np.concatenate([image, render, mixed], axis=1), alpha=255.0)
 
 
 def render_size(height: int, width: int, max_side: int = MAX_RENDER_SIDE_PX) -> tuple[int, int, float]:

@@ -81,7 +81,8 @@ class FitWorker:
         return _np(faces), _np(vt), _np(ft)
 
     def process(self, item: Item) -> Record:
-        from flamefit.fit.api import fit_image
+        from flamefit.fit.api import target_from_input
+        from flamefit.fit.result import make_result
         from flamefit.io.results import is_finished, save_result
         from flamefit.observe import observe
 
@@ -91,23 +92,31 @@ class FitWorker:
         t0 = time.perf_counter()
         kwargs = {"detector": self.detector} if self.detector is not None else {}
         obs = observe(item.source, source=item.source, **kwargs)
+        t_obs = time.perf_counter()
         cb = None
         if self.stage_callback is not None:
             def cb(stage, i, n, _name=item.name):
                 self.stage_callback(_name, stage, i, n)
-        result = fit_image(obs, self.fitter, callback=cb)
+        raw = self.fitter.fit(target_from_input(obs), callback=cb)
+        t_fit = time.perf_counter()
+        result = make_result(self.fitter, raw)
         result.name = item.name
+        t_result = time.perf_counter()
+        # the phases of the whole pipeline (the fit's own stages are in result.timings); they go into the json
+        # too, except save_s (the json is written during the save)
+        stage_s = {k: v for k, v in (getattr(result, "timings", None) or {}).items() if isinstance(v, (int, float))}
+        result.timings = {**stage_s, "observe_s": t_obs - t0, "fit_s": t_fit - t_obs, "result_s": t_result - t_fit}
         faces, vt, ft = self._mesh_arrays()
         paths = save_result(result, spec.out_dir, faces, vt, ft, config=spec.config, name=item.name,
                             outputs=spec.outputs, overwrite=spec.overwrite, source=item.source)
-        seconds = time.perf_counter() - t0
+        t_end = time.perf_counter()
+        seconds = t_end - t0
         if paths is None:
             return Record(item.name, item.source, SKIPPED, message="finished by another run meanwhile",
                           seconds=seconds)
-        fit_s = sum(v for k, v in (getattr(result, "timings", None) or {}).items()
-                    if isinstance(v, (int, float)) and k != "total_s")
-        return Record(item.name, item.source, OK, message=f"{seconds:.1f} s; fit {fit_s:.1f} s", seconds=seconds,
-                      outputs=sorted(str(p) for p in paths.values()))
+        timings = {**result.timings, "save_s": t_end - t_result, "total_s": seconds}
+        return Record(item.name, item.source, OK, message=f"{seconds:.1f} s; fit {t_fit - t_obs:.1f} s",
+                      seconds=seconds, outputs=sorted(str(p) for p in paths.values()), data={"timings_s": timings})
 
 
 class DetectWorker:

@@ -4,6 +4,7 @@ light worker, so CI does not start more fit workers than these.)"""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -52,6 +53,11 @@ def test_in_process_folder_run(folder_env):
     assert rc == ItemsFailed.exit_code  # broken.png failed, the two faces were fitted
     for name in NAMES:
         assert (out / f"{name}.done.json").is_file() and not (out / f"{name}.glb").exists()
+        # the json times every phase of the pipeline; the fit's stages are part of its fit phase
+        t = json.loads((out / f"{name}.json").read_text())["timings_s"]
+        assert t["observe_s"] > 0 and t["result_s"] > 0
+        stages = sum(v for k, v in t.items() if k not in ("observe_s", "fit_s", "result_s"))
+        assert 0 < stages <= t["fit_s"]
 
 
 def test_workers_2_matches_in_process(folder_env, tmp_path):
