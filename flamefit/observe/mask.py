@@ -88,8 +88,10 @@ def skin_mask(image: np.ndarray, lmks_dense: np.ndarray, *, backend: str = "land
         region = face_region_mask(crop.shape[:2], local)
         lips = _lips_mask(crop.shape[:2], local) * region
         skin = region * (1.0 - lips)
-        # lips are redder than the skin: they get their own colour model
-        mask = skin * _colour_refine(crop, skin, size) + lips * _colour_refine(crop, lips, size, core_erode=0.0)
+        # lips are redder than the skin: they get their own colour model (each scored only where it is used)
+        lab, basis = _lab_and_basis(crop, size)
+        mask = skin * _colour_refine(lab, basis, skin, size) + \
+            lips * _colour_refine(lab, basis, lips, size, core_erode=0.0)
     elif backend == "bisenet":
         if bisenet_weights is None:
             raise ConfigError("skin_mask(backend='bisenet') needs bisenet_weights= the path of 79999_iter.pth.")
@@ -145,20 +147,27 @@ def _lips_mask(shape_hw: tuple[int, int], pts: np.ndarray) -> np.ndarray:
     return (outer > 0).astype(np.float32)
 
 
-def _colour_refine(crop: np.ndarray, region: np.ndarray, size: float, core_erode: float = 0.04) -> np.ndarray:
-    """Per-pixel probability that a pixel has the colour of ``region`` (robust statistics of its core).
+def _lab_and_basis(crop: np.ndarray, size: float) -> tuple[np.ndarray, np.ndarray]:
+    """The crop's pixels in Lab (N,3) and the position basis [1, x, y] (N,3) of the colour models."""
+    import cv2
+
+    h, w = crop.shape[:2]
+    lab = cv2.cvtColor(np.ascontiguousarray(crop, dtype=np.float32), cv2.COLOR_RGB2LAB)
+    lab = lab.reshape(-1, 3).astype(np.float64)
+    yy, xx = np.mgrid[0:h, 0:w]
+    basis = np.stack([np.ones(h * w), (xx.reshape(-1) - w / 2) / size, (yy.reshape(-1) - h / 2) / size], axis=1)
+    return lab, basis
+
+
+def _colour_refine(lab: np.ndarray, basis: np.ndarray, region: np.ndarray, size: float,
+                   core_erode: float = 0.04) -> np.ndarray:
+    """Per-pixel probability that a pixel has the colour of ``region`` (robust statistics of its core), on the
+    pixels of ``region`` (0 elsewhere: callers multiply by the region). ``lab``/``basis``: :func:`_lab_and_basis`.
 
     The expected colour is a robust linear function of the position (it absorbs the smooth shading gradient
     across the face), fitted by iteratively trimmed least squares in Lab; pixels are scored by the Mahalanobis
     distance of their residual (lightness down-weighted) under the inliers' covariance.
     """
-    import cv2
-
-    h, w = region.shape
-    lab = cv2.cvtColor(np.ascontiguousarray(crop, dtype=np.float32), cv2.COLOR_RGB2LAB)
-    lab = lab.reshape(-1, 3).astype(np.float64)
-    yy, xx = np.mgrid[0:h, 0:w]
-    basis = np.stack([np.ones(h * w), (xx.reshape(-1) - w / 2) / size, (yy.reshape(-1) - h / 2) / size], axis=1)
     core = region.reshape(-1) > 0.5
     if core_erode > 0:
         eroded = _erode(region, max(int(round(core_erode * size)), 1)).reshape(-1) > 0.5
@@ -182,10 +191,12 @@ def _colour_refine(crop: np.ndarray, region: np.ndarray, size: float, core_erode
     res = (sample[inl] - b_core[inl] @ coef) * weight if inl.sum() >= 10 else (sample - med) * weight
     # the inliers are trimmed at 2.5 MAD: inflate their covariance, and keep it well conditioned
     cov = np.cov(res.T) * 1.3 + np.eye(3) * 0.5**2
-    r = (lab - basis @ coef) * weight
+    where = region.reshape(-1) > 0
+    r = (lab[where] - basis[where] @ coef) * weight
     d = np.sqrt(np.einsum("ni,ij,nj->n", r, np.linalg.inv(cov), r))
-    prob = 0.5 - 0.5 * np.tanh((d - _D0) / (2 * _D_WIDTH))  # logistic, without overflow
-    return prob.reshape(region.shape).astype(np.float32)
+    prob = np.zeros(region.size, np.float32)
+    prob[where] = 0.5 - 0.5 * np.tanh((d - _D0) / (2 * _D_WIDTH))  # logistic, without overflow
+    return prob.reshape(region.shape)
 
 
 def _mad(x: np.ndarray) -> np.ndarray:
