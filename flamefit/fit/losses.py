@@ -7,8 +7,10 @@ Landmark errors are normalised by the image side of the fitted crop so weights d
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from flamefit import ibug68
+from flamefit.render._backend import numba_for
 
 
 def landmark_loss(pred_px: torch.Tensor, target_px: torch.Tensor, image_size: float,
@@ -58,6 +60,90 @@ def photometric_loss(render_rgb: torch.Tensor, image: torch.Tensor, mask: torch.
     r2 = (render_rgb - image).pow(2).sum(-1)
     rho = r2 / (r2 + scale * scale)
     return (rho * mask).flatten(1).sum(-1) / mask.flatten(1).sum(-1).clamp(min=1.0)
+
+
+def photometric_loss_clipped(render_rgb: torch.Tensor, image: torch.Tensor, skin: torch.Tensor,
+                             alpha: torch.Tensor, scale: float = 0.1) -> torch.Tensor:
+    """``photometric_loss(render_rgb.clamp(0, 1), image, skin * alpha, scale)`` as one autograd op; (B,).
+
+    render_rgb, image (B,H,W,3); skin (B,H,W) constant weights; alpha (B,H,W) or (B,H,W,1) rendered coverage.
+    Same values and gradients (w.r.t. ``render_rgb`` and ``alpha``; a clipped channel passes none, as with
+    ``clamp``), but one pass forward and one backward over the image instead of autograd's dozen full-size
+    temporaries: this runs every iteration of the photometric stage."""
+    if alpha.dim() == 4:
+        alpha = alpha[..., 0]
+    return _PhotometricClipped.apply(render_rgb, image, skin, alpha, float(scale))
+
+
+class _PhotometricClipped(torch.autograd.Function):
+    """Numba kernels (flamefit.fit._losses_numba) on CPU float tensors, the same maths in torch elsewhere."""
+
+    @staticmethod
+    def forward(ctx, rgb, image, skin, alpha, scale):
+        B = rgb.shape[0]
+        s2 = scale * scale
+        ctx.scale = scale
+        ctx.numba = numba_for(rgb) and image.dtype == skin.dtype == alpha.dtype == rgb.dtype
+        if ctx.numba:
+            from flamefit.fit import _losses_numba as K
+
+            rgb, image, skin, alpha = (t.detach().contiguous() for t in (rgb, image, skin, alpha))
+            num = torch.empty(B, dtype=torch.float64)
+            mass = torch.empty(B, dtype=torch.float64)
+            K.photo_forward(rgb.view(B, -1, 3).numpy(), image.view(B, -1, 3).numpy(), skin.view(B, -1).numpy(),
+                            alpha.view(B, -1).numpy(), s2, num.numpy(), mass.numpy())
+            mass = mass.to(rgb.dtype)
+            norm = mass.clamp(min=1.0)
+            loss = num.to(rgb.dtype) / norm
+            ctx.save_for_backward(rgb, image, skin, alpha, norm, loss, mass)
+            return loss
+        d = rgb.clamp(0.0, 1.0) - image  # (B,H,W,3)
+        d2 = d * d
+        r2 = d2[..., 0] + d2[..., 1] + d2[..., 2]  # explicit: a reduction over a size-3 axis is slow on CPU
+        rho = r2 / (r2 + s2)
+        w = skin * alpha
+        mass = w.reshape(B, -1).sum(-1)
+        norm = mass.clamp(min=1.0)
+        loss = (rho * w).reshape(B, -1).sum(-1) / norm
+        ctx.save_for_backward(rgb, image, skin, alpha, norm, loss, mass)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        rgb, image, skin, alpha, norm, loss, mass = ctx.saved_tensors
+        B = rgb.shape[0]
+        s2 = ctx.scale * ctx.scale
+        gl = g / norm  # d loss / d sum(rho * w)
+        # d loss / d w = (rho - loss [mass > 1]) / norm: the clamp of the mass passes no gradient below 1
+        sub = loss * (mass > 1.0).to(loss.dtype)
+        want_rgb, want_skin, want_alpha = (ctx.needs_input_grad[i] for i in (0, 2, 3))
+        g_rgb = g_skin = g_alpha = None
+        if ctx.numba:
+            from flamefit.fit import _losses_numba as K
+
+            def out(flag, like):
+                return torch.empty_like(like) if flag else like.new_empty((1,) * like.dim())
+
+            g_rgb, g_skin, g_alpha = out(want_rgb, rgb), out(want_skin, skin), out(want_alpha, alpha)
+            K.photo_backward(rgb.view(B, -1, 3).numpy(), image.view(B, -1, 3).numpy(), skin.view(B, -1).numpy(),
+                             alpha.view(B, -1).numpy(), s2, gl.contiguous().numpy(), sub.contiguous().numpy(),
+                             want_rgb, want_skin, want_alpha, g_rgb.view(g_rgb.shape[0], -1, 3).numpy(),
+                             g_skin.view(g_skin.shape[0], -1).numpy(), g_alpha.view(g_alpha.shape[0], -1).numpy())
+        else:
+            d = rgb.clamp(0.0, 1.0) - image
+            d2 = d * d
+            r2 = d2[..., 0] + d2[..., 1] + d2[..., 2]
+            den = r2 + s2
+            if want_rgb:
+                coef = (gl.view(B, 1, 1) * (2.0 * s2)) * (skin * alpha) / (den * den)
+                g_rgb = d.mul_(coef.unsqueeze(-1)).mul_((rgb >= 0.0) & (rgb <= 1.0))
+            if want_skin or want_alpha:
+                g_w = (r2 / den - sub.view(B, 1, 1)) * gl.view(B, 1, 1)
+                g_skin = g_w * alpha if want_skin else None
+                g_alpha = g_w * skin if want_alpha else None
+        return ((g_rgb if want_rgb else None), None, (g_skin if want_skin else None),
+                (g_alpha if want_alpha else None), None)
 
 
 def l2_prior(x: torch.Tensor) -> torch.Tensor:

@@ -150,8 +150,7 @@ class PhotometricTerm(LossTerm):
 
     def value(self, ctx):
         out, lv = ctx.render, ctx.level
-        return L.photometric_loss(out.rgb.clamp(0.0, 1.0), lv.image, lv.mask * out.alpha[..., 0],
-                                  self.robust_scale)
+        return L.photometric_loss_clipped(out.rgb, lv.image, lv.mask, out.alpha, self.robust_scale)
 
 
 @dataclass

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from flamefit.fit import losses as L
@@ -75,3 +76,55 @@ def test_losses_are_per_item_and_independent():
     tex = torch.rand(3, 4, 4, 3)
     for fn in (L.map_l2, L.map_smoothness, L.map_symmetry):
         assert torch.allclose(fn(tex)[1:2], fn(tex[1:2]))
+
+
+def _photometric_case(dtype, B=2, small_mass_item=True):
+    g = torch.Generator().manual_seed(3)
+    rgb = torch.rand(B, 9, 7, 3, generator=g, dtype=dtype) * 1.4 - 0.2  # some channels clipped at 0 and 1
+    img = torch.rand(B, 9, 7, 3, generator=g, dtype=dtype)
+    skin = (torch.rand(B, 9, 7, generator=g, dtype=dtype) > 0.3).to(dtype) * 0.8
+    alpha = torch.rand(B, 9, 7, 1, generator=g, dtype=dtype)
+    if small_mass_item:
+        alpha[-1] *= 0.01  # mass below 1: the normalisation's clamp passes no gradient
+    return rgb, img, skin, alpha
+
+
+@pytest.mark.parametrize("numba_kernels", [True, False])
+def test_photometric_clipped_matches_the_composed_loss(monkeypatch, numba_kernels):
+    """The fused op gives the values and gradients of photometric_loss(rgb.clamp(0, 1), image, skin * alpha)
+    (numba kernels and the torch path), w.r.t. the render, the coverage and the skin weights."""
+    import flamefit.render._backend as backend
+
+    monkeypatch.setattr(backend, "NUMBA_KERNELS", numba_kernels)
+    rgb, img, skin, alpha = _photometric_case(torch.float64)
+    weights = torch.tensor([1.0, 2.5], dtype=torch.float64)
+    leaves = [t.clone().requires_grad_(True) for t in (rgb, skin, alpha)]
+    ref = L.photometric_loss(leaves[0].clamp(0, 1), img, leaves[1] * leaves[2][..., 0], 0.1)
+    g_ref = torch.autograd.grad((ref * weights).sum(), leaves)
+    new_leaves = [t.clone().requires_grad_(True) for t in (rgb, skin, alpha)]
+    new = L.photometric_loss_clipped(new_leaves[0], img, new_leaves[1], new_leaves[2], 0.1)
+    g_new = torch.autograd.grad((new * weights).sum(), new_leaves)
+    assert new.shape == (2,)
+    assert torch.allclose(new, ref, rtol=1e-12, atol=1e-14)
+    for a, b in zip(g_new, g_ref, strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+    assert float(g_new[0].abs().max()) > 0 and float(g_new[2].abs().max()) > 0
+    # clipped channels pass no gradient, as with clamp
+    outside = (rgb < 0) | (rgb > 1)
+    assert bool(outside.any()) and float(g_new[0][outside].abs().max()) == 0.0
+    # float32 agrees too (the kernels accumulate in float64)
+    r32 = L.photometric_loss_clipped(*(t.float() for t in (rgb, img, skin, alpha)), 0.1)
+    assert torch.allclose(r32.double(), ref.detach(), rtol=1e-5)
+
+
+def test_photometric_clipped_gradcheck():
+    rgb, img, skin, alpha = _photometric_case(torch.float64, B=1, small_mass_item=False)
+    rgb = rgb.clamp(-0.1, 1.1)
+    rgb = torch.where((rgb - 0.0).abs() < 1e-3, rgb + 0.01, rgb)  # keep finite differences off the clip kinks
+    rgb = torch.where((rgb - 1.0).abs() < 1e-3, rgb - 0.01, rgb)
+
+    def fn(r, a):
+        return L.photometric_loss_clipped(r, img, skin, a, 0.1)
+
+    assert torch.autograd.gradcheck(fn, (rgb.requires_grad_(True), alpha.requires_grad_(True)), eps=1e-6,
+                                    atol=1e-7)
