@@ -6,7 +6,10 @@ follow the dtype/device of their inputs.
 
 from __future__ import annotations
 
+import functools
+
 import torch
+from torch.autograd.function import once_differentiable
 
 
 def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
@@ -86,10 +89,64 @@ def lbs(
     pose_feature = (rot_mats[:, 1:] - eye).reshape(B, -1)
     v_posed = v_shaped + (pose_feature @ posedirs).view(B, -1, 3)
     posed_joints, transforms = rigid_transforms(rot_mats, joints, parents)
+    return skin_vertices(v_posed, transforms[:, :, :3, :], weights), posed_joints
+
+
+def skin_vertices(v_posed: torch.Tensor, transforms: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Linear blend skinning: v_posed (B,V,3), the joints' transforms (B,J,3,4), weights (V,J) -> (B,V,3),
+    ``(sum_j w_vj T_j) @ [v; 1]``. Differentiable w.r.t. ``v_posed`` and ``transforms`` (the weights are
+    constants); one numba pass forward and one backward on CPU, plain torch elsewhere."""
+    if _numba_for(v_posed) and transforms.dtype == weights.dtype == v_posed.dtype and not weights.requires_grad:
+        return _Skin.apply(v_posed, transforms, weights)
+    B = v_posed.shape[0]
     # Blend the joints' 3x4 transforms per vertex with one GEMM, then apply them.
-    per_vertex = (weights @ transforms[:, :, :3, :].reshape(B, -1, 12)).view(B, -1, 3, 4)
+    per_vertex = (weights @ transforms.reshape(B, -1, 12)).view(B, -1, 3, 4)
     R, t = per_vertex[..., :3], per_vertex[..., 3]
-    verts = (
-        R[..., 0] * v_posed[..., 0:1] + R[..., 1] * v_posed[..., 1:2] + R[..., 2] * v_posed[..., 2:3] + t
-    )
-    return verts, posed_joints
+    return R[..., 0] * v_posed[..., 0:1] + R[..., 1] * v_posed[..., 1:2] + R[..., 2] * v_posed[..., 2:3] + t
+
+
+# Use the numba skinning kernels for CPU tensors (tests switch this off to compare with the torch path).
+NUMBA_KERNELS = True
+
+
+@functools.cache
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _numba_for(t: torch.Tensor) -> bool:
+    return (NUMBA_KERNELS and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+            and _numba_available())
+
+
+class _Skin(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v_posed, transforms, weights):
+        from flamefit.model import _lbs_numba as K
+
+        B, V, _ = v_posed.shape
+        vp = v_posed.detach().contiguous()
+        A = transforms.detach().reshape(B, -1, 12).contiguous()
+        w = weights.detach().contiguous()
+        out = vp.new_empty(B, V, 3)
+        K.skin_forward(vp.numpy(), A.numpy(), w.numpy(), out.numpy())
+        ctx.save_for_backward(vp, A, w)
+        ctx.t_shape = transforms.shape
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        from flamefit.model import _lbs_numba as K
+
+        vp, A, w = ctx.saved_tensors
+        want_v, want_A = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        g_v = torch.empty_like(vp) if want_v else vp.new_empty(1, 1, 3)
+        g_A = torch.empty_like(A) if want_A else A.new_empty(1, 1, 12)
+        K.skin_backward(vp.numpy(), A.numpy(), w.numpy(), g.contiguous().numpy(), want_v, want_A, g_v.numpy(),
+                        g_A.numpy())
+        return (g_v if want_v else None), (g_A.view(ctx.t_shape) if want_A else None), None

@@ -193,3 +193,29 @@ def test_truncated_model_equals_zero_padded_full_model(synthetic_model_path):
                                model(shape=shape, expression=expr).vertices)
     with pytest.raises(ValueError, match="at most"):
         model.truncated(50, 3)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_skinning_kernels_match_torch_and_finite_differences(monkeypatch, batch):
+    """The numba skinning (forward and backward) gives the torch formulation's values and gradients, and its
+    gradients agree with finite differences."""
+    from flamefit.model import lbs
+
+    g = torch.Generator().manual_seed(4)
+    vp = torch.randn(batch, 40, 3, generator=g, dtype=torch.float64)
+    A = torch.randn(batch, 5, 3, 4, generator=g, dtype=torch.float64)
+    w = torch.rand(40, 5, generator=g, dtype=torch.float64)
+    w[3] = 0.0  # a vertex with no weight
+    w = w / w.sum(1, keepdim=True).clamp(min=1e-12)
+    go = torch.randn(batch, 40, 3, generator=g, dtype=torch.float64)
+    results = []
+    for kernels in (True, False):
+        monkeypatch.setattr(lbs, "NUMBA_KERNELS", kernels)
+        x, t = vp.clone().requires_grad_(True), A.clone().requires_grad_(True)
+        out = lbs.skin_vertices(x, t, w)
+        results.append((out, *torch.autograd.grad(out, (x, t), go)))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    monkeypatch.setattr(lbs, "NUMBA_KERNELS", True)
+    assert torch.autograd.gradcheck(lambda x, t: lbs.skin_vertices(x, t, w),
+                                    (vp.clone().requires_grad_(True), A.clone().requires_grad_(True)))
