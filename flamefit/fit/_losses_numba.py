@@ -38,6 +38,14 @@ def photo_backward(rgb, image, skin, alpha, s2, gl, sub, want_rgb, want_skin, wa
         for i in range(P):
             sk = skin[b, i]
             al = alpha[b, i]
+            if sk == 0.0 and not want_skin:  # no weight: no gradient (most of the image)
+                if want_alpha:
+                    g_alpha[b, i] = 0.0
+                if want_rgb:
+                    g_rgb[b, i, 0] = 0.0
+                    g_rgb[b, i, 1] = 0.0
+                    g_rgb[b, i, 2] = 0.0
+                continue
             d0 = min(max(rgb[b, i, 0], 0.0), 1.0) - image[b, i, 0]
             d1 = min(max(rgb[b, i, 1], 0.0), 1.0) - image[b, i, 1]
             d2 = min(max(rgb[b, i, 2], 0.0), 1.0) - image[b, i, 2]

@@ -70,8 +70,9 @@ def photometric_loss_clipped(render_rgb: torch.Tensor, image: torch.Tensor, skin
     Same values and gradients (w.r.t. ``render_rgb`` and ``alpha``; a clipped channel passes none, as with
     ``clamp``), but one pass forward and one backward over the image instead of autograd's dozen full-size
     temporaries: this runs every iteration of the photometric stage."""
-    if alpha.dim() == 4:
-        alpha = alpha[..., 0]
+    if alpha.dim() not in (3, 4) or (alpha.dim() == 4 and alpha.shape[-1] != 1) or alpha.shape[:3] != skin.shape:
+        raise ValueError(f"alpha must be (B,H,W) or (B,H,W,1) like skin {tuple(skin.shape)}, got "
+                         f"{tuple(alpha.shape)}")
     return _PhotometricClipped.apply(render_rgb, image, skin, alpha, float(scale))
 
 
@@ -101,7 +102,7 @@ class _PhotometricClipped(torch.autograd.Function):
         d2 = d * d
         r2 = d2[..., 0] + d2[..., 1] + d2[..., 2]  # explicit: a reduction over a size-3 axis is slow on CPU
         rho = r2 / (r2 + s2)
-        w = skin * alpha
+        w = skin * alpha.view(skin.shape)
         mass = w.reshape(B, -1).sum(-1)
         norm = mass.clamp(min=1.0)
         loss = (rho * w).reshape(B, -1).sum(-1) / norm
@@ -136,12 +137,12 @@ class _PhotometricClipped(torch.autograd.Function):
             r2 = d2[..., 0] + d2[..., 1] + d2[..., 2]
             den = r2 + s2
             if want_rgb:
-                coef = (gl.view(B, 1, 1) * (2.0 * s2)) * (skin * alpha) / (den * den)
+                coef = (gl.view(B, 1, 1) * (2.0 * s2)) * (skin * alpha.view(skin.shape)) / (den * den)
                 g_rgb = d.mul_(coef.unsqueeze(-1)).mul_((rgb >= 0.0) & (rgb <= 1.0))
             if want_skin or want_alpha:
                 g_w = (r2 / den - sub.view(B, 1, 1)) * gl.view(B, 1, 1)
-                g_skin = g_w * alpha if want_skin else None
-                g_alpha = g_w * skin if want_alpha else None
+                g_skin = g_w * alpha.view(skin.shape) if want_skin else None
+                g_alpha = (g_w * skin).view(alpha.shape) if want_alpha else None
         return ((g_rgb if want_rgb else None), None, (g_skin if want_skin else None),
                 (g_alpha if want_alpha else None), None)
 

@@ -112,6 +112,11 @@ def test_photometric_clipped_matches_the_composed_loss(monkeypatch, numba_kernel
     # clipped channels pass no gradient, as with clamp
     outside = (rgb < 0) | (rgb > 1)
     assert bool(outside.any()) and float(g_new[0][outside].abs().max()) == 0.0
+    # coverage as (B,H,W) gives the same
+    a3 = alpha[..., 0].clone().requires_grad_(True)
+    v3 = L.photometric_loss_clipped(rgb, img, skin, a3, 0.1)
+    assert torch.allclose(v3, ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(torch.autograd.grad((v3 * weights).sum(), a3)[0], g_ref[2][..., 0])
     # float32 agrees too (the kernels accumulate in float64)
     r32 = L.photometric_loss_clipped(*(t.float() for t in (rgb, img, skin, alpha)), 0.1)
     assert torch.allclose(r32.double(), ref.detach(), rtol=1e-5)
