@@ -123,10 +123,9 @@ class _PhotometricClipped(torch.autograd.Function):
         if ctx.numba:
             from flamefit.fit import _losses_numba as K
 
-            def out(flag, like):
-                return torch.empty_like(like) if flag else like.new_empty((1,) * like.dim())
-
-            g_rgb, g_skin, g_alpha = out(want_rgb, rgb), out(want_skin, skin), out(want_alpha, alpha)
+            g_rgb = torch.empty_like(rgb) if want_rgb else rgb.new_empty(1, 1, 3)
+            g_skin = torch.empty_like(skin) if want_skin else skin.new_empty(1, 1)
+            g_alpha = torch.empty_like(alpha) if want_alpha else alpha.new_empty(1, 1)
             K.photo_backward(rgb.view(B, -1, 3).numpy(), image.view(B, -1, 3).numpy(), skin.view(B, -1).numpy(),
                              alpha.view(B, -1).numpy(), s2, gl.contiguous().numpy(), sub.contiguous().numpy(),
                              want_rgb, want_skin, want_alpha, g_rgb.view(g_rgb.shape[0], -1, 3).numpy(),
