@@ -50,7 +50,8 @@ def _stage_costs(work: Path, iteration: int = 0) -> dict:
         rec = read_stage(it, s)
         if rec:
             out[s] = {k: rec.get(k) for k in ("seconds", "peak_rss_mb", "worker_peak_rss_mb", "seconds_per_photo",
-                                              "fit_seconds_per_photo", "n_ok", "n_failed", "step", "n_maps")
+                                              "fit_seconds_per_photo", "n_ok", "n_failed", "step", "n_maps", "pca",
+                                              "em_iterations", "em_outlier_fraction", "gauge", "gain_min", "gain_max")
                       if rec.get(k) is not None}
     return out
 
@@ -80,13 +81,14 @@ def recovery_and_inpainting(a: dict, work: Path, *, n_build: int, n_test: int, n
     import torch
 
     from flamefit.model.flame import load_flame
+    from flamefit.model.landmarks import load_ringnet_68
     from flamefit.run import image_items
     from flamefit.texspace import fills
     from flamefit.texspace.inpaint import inpaint_maps, load_inpainter
     from flamefit.texspace.measure import visibility_maps
     from flamefit.texspace.pipeline import Iteration, build, space_maps, train_stage
     from flamefit.texspace.store import load_maps
-    from flamefit.texspace.synthetic import make_synthetic_space, reconstruction_rms
+    from flamefit.texspace.synthetic import face_texels, make_synthetic_space, reconstruction_rms
     from flamefit.texspace.synthetic_photos import render_photos
 
     with np.load(a["start"]) as d:
@@ -107,25 +109,45 @@ def recovery_and_inpainting(a: dict, work: Path, *, n_build: int, n_test: int, n
                    _runner(image_items(imgs[:n_build]), a, fit_overrides, workers, size, det),
                    start_space=str(a["start"]), flame=str(a["flame"]), log=log)
     build_s = time.perf_counter() - t0
-    built_mean, built_basis = space_maps(work / "synth_space.npz", size)
     start_mean, start_basis = space_maps(a["start"], size)
     held, _ = true.sample(n_held, torch.Generator().manual_seed(777), clip=True)
     model = load_flame(a["flame"], dtype=torch.float64)
     vis, _ = visibility_maps(model.v_template.double(), model.faces, vt, ft, torch.eye(3, dtype=torch.float64)[None],
                              size)
-    region = vis[0] & true.region
-    ks = sorted({0, 1, 5, min(10, built_basis.shape[0]), built_basis.shape[0]})  # 0: the mean alone
+    frontal = vis[0] & true.region
+    face = frontal & face_texels(load_flame(a["flame"]), load_ringnet_68(a["static"], a["dynamic"]), vt, ft, size)
+    k_built = space_maps(Iteration(work / "synth_work", 0).space, size)[1].shape[0]
+    ks = sorted({0, 1, 5, min(10, k_built), k_built, true.n_components})  # 0: the mean alone
 
-    def rms(mean, basis):
-        return {str(k): round(reconstruction_rms(mean, basis, held, region, k), 3) for k in ks if k <= basis.shape[0]}
+    def rms(mean, basis, region):
+        out = {str(k): round(reconstruction_rms(mean, basis, held, region, k), 3) for k in ks if k < basis.shape[0]}
+        out["all"] = round(reconstruction_rms(mean, basis, held, region, None), 3)
+        return out
+
+    def table(region) -> dict:
+        rows = {}
+        for i in range(cfg.iterations):
+            rows["built" if i == cfg.iterations - 1 else f"built (iteration {i + 1})"] = rms(
+                *space_maps(Iteration(work / "synth_work", i).space, size), region)
+        rows["start (stand-in)"] = rms(start_mean, start_basis, region)
+        rows["true"] = rms(true.mean, true.basis, region)
+        return rows
 
     recovery = {
         "photos_built_from": n_build, "held_out_albedos": n_held, "image_px": image_px, "texels": size,
-        "face_region_texels": int(region.sum()), "true_components": true.n_components,
-        "rms_0_255_by_k": {"built": rms(built_mean, built_basis), "start (stand-in)": rms(start_mean, start_basis),
-                           "true": rms(true.mean, true.basis)},
+        "iterations": cfg.iterations, "true_components": true.n_components,
+        "face_region_texels": int(face.sum()),
+        "face_region": "front-visible texels of the face skin (forehead to chin, ear to ear, no eyes: what the "
+                       "photos' skin masks show)",
+        "rms_0_255_by_k": table(face),
+        "frontal_layout_texels": int(frontal.sum()),
+        "rms_0_255_by_k_frontal_layout": table(frontal),
+        "frontal_layout": "every texel visible from the front (also scalp, neck, ears, eyeballs: never in a skin "
+                          "mask, so never seen by any photo; the region of earlier reports)",
+        "unwrap_vs_truth": [_unwrap_vs_truth(Iteration(work / "synth_work", i), true, face, cfg)
+                            for i in range(cfg.iterations)],
         "failed": report.failed, "render_s": round(render_s, 2), "build_s": round(build_s, 2),
-        "stages": _stage_costs(work / "synth_work"),
+        "stages": {f"iteration {i + 1}": _stage_costs(work / "synth_work", i) for i in range(cfg.iterations)},
     }
     # (b) held-out photos: unwrapped by the same worker, never seen by the network
     log(f"(b) unwrapping {n_test} held-out photos for the inpainting comparison")
@@ -170,6 +192,38 @@ def recovery_and_inpainting(a: dict, work: Path, *, n_build: int, n_test: int, n
     return {"recovery": recovery, "inpainting": inpainting}
 
 
+def _unwrap_vs_truth(it, true, face, cfg) -> dict:
+    """How far one iteration's unwrapped maps are from the true albedos (rendered photos: ``truth.json`` codes),
+    on the face texels each photo saw: the fit step's share of the recovery error. Per photo the albedo scale
+    (least squares, unwrapped ~ s x true) shows the albedo-vs-light gauge; RMS (0..255) before and after
+    :func:`flamefit.texspace.pipeline.gauge_gains` (the build's gauge)."""
+    import torch
+
+    from flamefit.texspace.pipeline import _maps, finished_names
+
+    names = finished_names(it.unwrapped)
+    source = json.loads((it.unwrapped / f"{names[0]}.json").read_text(encoding="utf-8"))["source"]
+    truth_file = Path(source).parent.parent / "truth.json"  # render_photos: DIR/images/NAME.png, DIR/truth.json
+    codes = {r["name"]: r["code"] for r in json.loads(truth_file.read_text(encoding="utf-8"))["photos"]}
+    raw, gauged = _maps(it, names), _maps(it, names, cfg.gauge)
+    known = raw.known(cfg.min_weight) & face
+    A = true.mean + torch.einsum("nk,khwc->nhwc", torch.tensor([codes[n] for n in names], dtype=true.mean.dtype),
+                                 true.basis)
+    scale, before, after = [], [], []
+    for i in range(len(names)):
+        k = known[i]
+        u, g, t = raw.albedo[i][k].double(), gauged.albedo[i][k].double(), A[i][k].double()
+        scale.append(float((u * t).sum() / (t * t).sum()))
+        before.append(float((u - t).pow(2).mean().sqrt()) * 255)
+        after.append(float((g - t).pow(2).mean().sqrt()) * 255)
+    q = lambda x: [round(float(v), 3) for v in np.percentile(x, [0, 50, 100])]  # noqa: E731
+    return {"iteration": it.index + 1, "photos": len(names),
+            "seen_face_fraction": round(float(known.sum() / (face.sum() * len(names))), 3),
+            "albedo_scale_vs_truth_min_median_max": q(scale),
+            "rms_seen_0_255_median": round(float(np.median(before)), 2),
+            "rms_seen_0_255_median_after_gauge": round(float(np.median(after)), 2)}
+
+
 def _skin_psnr(fitter, raw, target) -> float:
     from flamefit.fit.crop import params_to_original
 
@@ -189,7 +243,7 @@ def real_photos(a: dict, shared: Path, work: Path, *, n_build: int, n_test: int,
     from flamefit.fit.api import build_fitter, target_from_input
     from flamefit.fit.config import load_config
     from flamefit.run import image_items
-    from flamefit.texspace.pipeline import build
+    from flamefit.texspace.pipeline import Iteration, build
 
     photos = sorted((shared / "images" / "faces_ccby").glob("*.jpg"))
     if len(photos) < n_build + n_test:
@@ -205,15 +259,17 @@ def real_photos(a: dict, shared: Path, work: Path, *, n_build: int, n_test: int,
         k_built = int(d["tex_dir"].shape[-1])
     fcfg = load_config(overrides=["texture.light=sh9", "texture.offset=false", *fit_overrides])
     fitters = {
-        "built": build_fitter(a["flame"], work / "real_space.npz", fcfg, landmarks_static=a["static"],
-                              landmarks_dynamic=a["dynamic"]),
+        ("built" if i == cfg.iterations - 1 else f"built (iteration {i + 1})"): build_fitter(
+            a["flame"], Iteration(work / "real_work", i).space, fcfg, landmarks_static=a["static"],
+            landmarks_dynamic=a["dynamic"]) for i in range(cfg.iterations)}
+    fitters.update({
         "stand-in (all 50)": build_fitter(a["flame"], a["start"], fcfg, landmarks_static=a["static"],
                                           landmarks_dynamic=a["dynamic"]),
         f"stand-in (first {k_built})": build_fitter(
             a["flame"], a["start"], load_config(overrides=["texture.light=sh9", "texture.offset=false",
                                                            f"texture.n_tex={k_built}", *fit_overrides]),
             landmarks_static=a["static"], landmarks_dynamic=a["dynamic"]),
-    }
+    })
     log(f"(c) fitting {n_test} held-out photos with each space (PCA texture only)")
     rows = []
     for path in test:
@@ -233,7 +289,8 @@ def real_photos(a: dict, shared: Path, work: Path, *, n_build: int, n_test: int,
     med = {name: round(float(np.median([r[name] for r in ok])), 3) for name in fitters if ok}
     return {"photos_built_from": n_build, "built_from": [p.name for p in train], "held_out": [p.name for p in test],
             "components_built": k_built, "skin_psnr_db_pca_only": rows, "median_skin_psnr_db_pca_only": med,
-            "failed": report.failed, "build_s": round(build_s, 2), "stages": _stage_costs(work / "real_work")}
+            "iterations": cfg.iterations, "failed": report.failed, "build_s": round(build_s, 2),
+            "stages": {f"iteration {i + 1}": _stage_costs(work / "real_work", i) for i in range(cfg.iterations)}}
 
 
 @click.command(name="texspace")
@@ -254,6 +311,13 @@ def real_photos(a: dict, shared: Path, work: Path, *, n_build: int, n_test: int,
 @click.option("--fill", type=click.Choice(["opencv_telea", "network", "membrane", "mirror_then_membrane",
                                            "mirror_then_opencv", "mirror_then_start_space"]),
               help="Completion in the builds (default: the pipeline's default).")
+@click.option("--iterations", type=click.IntRange(min=1, max=5), default=1, show_default=True,
+              help="Build iterations (each refits with the previous space); every iteration's space is scored.")
+@click.option("--pca", "pca_method", type=click.Choice(["missing", "completed"]),
+              help="PCA of the builds (default: the pipeline's default, missing-data EM-PCA).")
+@click.option("--gauge", type=click.Choice(["light_dc", "none"]), help="Albedo-vs-light gauge of the builds.")
+@click.option("--min-weight", type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+              help="Unwrap weight below which a texel is unknown (default: the pipeline's).")
 @click.option("--real/--no-real", "do_real", default=True, show_default=True, help="(c) real photos.")
 @click.option("--synthetic/--no-synthetic", "do_synth", default=True, show_default=True, help="(a) and (b).")
 @click.option("--real-n", type=click.IntRange(min=3), default=6, show_default=True,
@@ -268,8 +332,9 @@ def real_photos(a: dict, shared: Path, work: Path, *, n_build: int, n_test: int,
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, help="torch CPU threads (default: the bench group's setting).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def command(assets, n_build, n_inpaint_test, n_held, components, size, image_px, inpaint_steps, fill, do_real,
-            do_synth, real_n, real_test, workers, work, overrides, device, threads, as_json):
+def command(assets, n_build, n_inpaint_test, n_held, components, size, image_px, inpaint_steps, fill, iterations,
+            pca_method, gauge, min_weight, do_real, do_synth, real_n, real_test, workers, work, overrides, device,
+            threads, as_json):
     """Texture-space building: known-space recovery, inpainting PSNR, real-photo skin PSNR, time and memory."""
     import torch
 
@@ -292,14 +357,16 @@ def command(assets, n_build, n_inpaint_test, n_held, components, size, image_px,
         root.mkdir(parents=True, exist_ok=True)
         if do_synth:
             cfg = with_defaults(BuildConfig(), components=min(components, n_build - 1), size=size,
-                                inpaint_steps=inpaint_steps, fill=fill)
+                                inpaint_steps=inpaint_steps, fill=fill, iterations=iterations, pca=pca_method,
+                                gauge=gauge, min_weight=min_weight)
             report["config_synthetic"] = cfg.__dict__
             report.update(recovery_and_inpainting(a, root, n_build=n_build, n_test=n_inpaint_test, n_held=n_held,
                                                   components=components, size=size, image_px=image_px, cfg=cfg,
                                                   fit_overrides=overrides, workers=workers, log=log))
         if do_real:
             cfg = with_defaults(BuildConfig(), components=min(components, real_n - 1), size=size,
-                                inpaint_steps=inpaint_steps, fill=fill)
+                                inpaint_steps=inpaint_steps, fill=fill, iterations=iterations, pca=pca_method,
+                                gauge=gauge, min_weight=min_weight)
             report["config_real"] = cfg.__dict__
             report["real"] = real_photos(a, shared, root, n_build=real_n, n_test=real_test, components=components,
                                          size=size, cfg=cfg, fit_overrides=overrides, workers=workers, log=log)
@@ -319,7 +386,11 @@ def _print(r: dict) -> None:
                    f"(0..255, {rec['face_region_texels']} face texels) of {rec['held_out_albedos']} held-out albedos "
                    "after least squares onto mean + first k components:")
         for name, row in rec["rms_0_255_by_k"].items():
-            click.echo(f"    {name:18s} " + "  ".join(f"k={k}: {v:.2f}" for k, v in row.items()))
+            click.echo(f"    {name:24s} " + "  ".join(f"k={k}: {v:.2f}" for k, v in row.items()))
+        for u in rec.get("unwrap_vs_truth", []):
+            click.echo(f"    unwrapped maps vs truth, iteration {u['iteration']}: RMS on seen face texels (median "
+                       f"photo) {u['rms_seen_0_255_median']:.2f} -> {u['rms_seen_0_255_median_after_gauge']:.2f} "
+                       f"after the gauge; albedo scale vs truth {u['albedo_scale_vs_truth_min_median_max']}")
         inp = r["inpainting"]
         click.echo(f"(b) inpainting PSNR (dB) on held-out strokes, {inp['maps']} held-out maps, {inp['hole_texels']} "
                    "texels: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(inp["psnr_db"].items(),
@@ -334,9 +405,8 @@ def _print(r: dict) -> None:
                    f" photos; median skin PSNR (dB) of PCA-only fits on {len(real['held_out'])} held-out photos: "
                    + ", ".join(f"{k} {v:.2f}" for k, v in real["median_skin_psnr_db_pca_only"].items()))
     for part in ("recovery", "real"):
-        st = (r.get(part) or {}).get("stages", {})
-        if st:
-            click.echo(f"(d) {part}: " + "; ".join(
+        for itn, st in ((r.get(part) or {}).get("stages", {})).items():
+            click.echo(f"(d) {part}, {itn}: " + "; ".join(
                 f"{k} {v.get('seconds', 0):.1f} s" + (f" ({v['seconds_per_photo']:.1f} s/photo)"
                                                      if v.get("seconds_per_photo") else "")
                 + f", peak {v.get('worker_peak_rss_mb') or v.get('peak_rss_mb')} MB" for k, v in st.items()))

@@ -20,7 +20,7 @@ import click
 
 from flamefit.commands._common import make_executor, run_options
 from flamefit.commands._options import torch_options
-from flamefit.texspace.pipeline import FILLS
+from flamefit.texspace.pipeline import FILLS, GAUGES, PCA_METHODS
 
 _FILL_HELP = ("How unknown texels are completed (default opencv_telea: the best on held-out strokes in `flamefit bench "
               "texspace`, 25.2 dB vs 23.9 for the trained network); network: train the inpainting net and use it.")
@@ -70,6 +70,23 @@ def _train_opts(fn):
         click.option("--inpaint-steps", type=click.IntRange(min=0), help="Network training steps (default 600)."),
         click.option("--inpaint-crop", type=click.IntRange(min=0),
                      help="Training crop side (multiple of 4; 0 = whole maps; default 128)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _space_opts(fn):
+    opts = [
+        click.option("--pca", "pca_method", type=click.Choice(PCA_METHODS),
+                     help="'missing' (default): EM-PCA that treats the texels a photo did not see as missing data "
+                          "(the fills only start it); 'completed': plain PCA of the filled maps."),
+        click.option("--gauge", type=click.Choice(GAUGES),
+                     help="'light_dc' (default): rescale each map to the set's median ambient light (a photo fixes "
+                          "only albedo x light); 'none': each fit's own brightness."),
+        click.option("--min-weight", type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+                     help="Texels with a lower unwrap weight (visibility x view-angle cosine x skin) are unknown "
+                          "(default 0.3)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -137,11 +154,12 @@ def texspace() -> None:
               help="Rounds of fit -> ... -> PCA; each refits with the space the previous one built.")
 @_model_opts
 @_train_opts
+@_space_opts
 @run_options
 @click.pass_context
 def build(ctx, images, out, work, components, iterations, flame, texture_space, landmarks_static, landmarks_dynamic,
-          config_file, overrides, detections, size, device, threads, fill, inpaint_steps, inpaint_crop, workers,
-          use_ray, ray_address, retries, recursive, shard, progress) -> None:
+          config_file, overrides, detections, size, device, threads, fill, inpaint_steps, inpaint_crop, pca_method,
+          gauge, min_weight, workers, use_ray, ray_address, retries, recursive, shard, progress) -> None:
     """Build a texture space from IMAGES (files or folders) into --out. Rerun the same command to resume."""
     from flamefit.commands._options import setup_torch
     from flamefit.run import Reporter
@@ -152,7 +170,7 @@ def build(ctx, images, out, work, components, iterations, flame, texture_space, 
     work = work or out.with_name(out.stem + "_work")
     base = open_work(work)[0] if (work / "build.json").is_file() else BuildConfig()
     cfg = with_defaults(base, components=components, iterations=iterations, size=size, fill=fill,
-                        inpaint_steps=inpaint_steps)
+                        inpaint_steps=inpaint_steps, pca=pca_method, gauge=gauge, min_weight=min_weight)
     if inpaint_crop is not None:  # 0 = whole maps (None in the config)
         cfg = replace(cfg, inpaint_crop=inpaint_crop or None)
         cfg.validate()
@@ -264,13 +282,14 @@ def inpaint(work, iteration, fill, device, threads) -> None:
 @click.option("--flame", type=click.Path(dir_okay=False, path_type=Path),
               help="Model for the preview's mean head (else resolved as usual; none: UV maps).")
 @click.option("--force", is_flag=True, help="Redo the PCA even if it finished.")
-def pca(work, iteration, components, out, flame, force) -> None:
+@_space_opts
+def pca(work, iteration, components, out, flame, force, pca_method, gauge, min_weight) -> None:
     """PCA over WORK's completed maps -> WORK/iterK/space.npz (FLAME_texture.npz layout), space.json, preview.png."""
     import shutil
 
     from flamefit.texspace.pipeline import Iteration, open_work, pca_stage, with_defaults
 
-    cfg = with_defaults(open_work(work)[0], components=components)
+    cfg = with_defaults(open_work(work)[0], components=components, pca=pca_method, gauge=gauge, min_weight=min_weight)
     it = Iteration(work, iteration)
     doc = pca_stage(it, cfg, flame=None if flame is None else str(flame), force=force)
     _echo_stage(doc, f"pca ({doc.get('components')} components from {doc.get('n_maps')} maps)")

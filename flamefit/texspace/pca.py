@@ -16,6 +16,7 @@ as UV maps or rendered on a mesh.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,3 +237,90 @@ def save_preview(path: str | Path, image: np.ndarray) -> Path:
     Image.fromarray(image).save(tmp)
     os.replace(tmp, path)
     return path
+
+
+@dataclass
+class MissingDataInfo:
+    """What :func:`fit_pca_missing` did: iterations run, the relative change of the completed values in the last
+    one, the fraction of known values it set aside as outliers, and the noise sd (RGB 0..1) of the last fit."""
+
+    iterations: int
+    last_change: float
+    outlier_fraction: float
+    noise_sd: float
+
+
+def fit_pca_missing(maps: torch.Tensor, known: torch.Tensor, n_components: int, *, init: torch.Tensor | None = None,
+                    region: torch.Tensor | None = None, iters: int = 10, robust: float | None = 3.0,
+                    robust_after: int = 2) -> tuple[PCAResult, torch.Tensor, MissingDataInfo]:
+    """PCA of maps with missing texels (EM-PCA): the texels a photo did not see (``known`` False) are not data.
+
+    Starting from ``init`` (N,H,W,3) (completed maps, e.g. a classical fill; default: the known texels' mean per
+    texel), it alternates a PCA of the completed maps (:func:`fit_pca`) with a re-completion: each map's code is
+    the MAP estimate from its known texels only (least squares on them + a unit Gaussian prior on the sd-scaled
+    code, weighted by the noise variance of the fit), and its unknown texels become ``mean + basis @ code``.
+    So the space is fitted to what was observed, and the fills no longer teach it their own texture. With
+    ``robust`` (after ``robust_after`` iterations) a photo's known texels further than ``robust`` x its robust
+    residual sd (1.4826 x median absolute residual, max over channels) from its reconstruction are treated as
+    unknown in that iteration (misregistered edges, specular or shadowed spots of a fit).
+
+    -> (the PCA of the final completed maps, those maps (N,H,W,3), :class:`MissingDataInfo`).
+    """
+    if maps.dim() != 4 or maps.shape[-1] != 3 or known.shape != maps.shape[:3]:
+        raise ValueError(f"maps must be (N,H,W,3) with known (N,H,W); got {tuple(maps.shape)}, {tuple(known.shape)}")
+    N, H, W, _ = maps.shape
+    reg = torch.ones(H, W, dtype=torch.bool, device=maps.device) if region is None else region.to(maps.device).bool()
+    idx = torch.nonzero(reg.reshape(-1)).squeeze(1)
+    X = maps.reshape(N, H * W, 3).index_select(1, idx).float()  # (N,T,3)
+    kn0 = known.reshape(N, H * W).index_select(1, idx).bool()
+    if init is None:
+        cnt = kn0.float().sum(0).clamp_min(1.0)
+        texel_mean = (X * kn0.unsqueeze(-1)).sum(0) / cnt.unsqueeze(-1)
+        comp = torch.where(kn0.unsqueeze(-1), X, texel_mean.expand_as(X))
+    else:
+        comp = init.reshape(N, H * W, 3).index_select(1, idx).float().clone()
+    K = int(n_components)
+    full = torch.zeros(N, H * W, 3, dtype=torch.float32, device=maps.device)
+    noise_var = float("nan")
+    change, outliers, done = float("nan"), 0.0, 0
+    for t in range(max(0, int(iters))):
+        full[:, idx] = comp
+        res = fit_pca(full.view(N, H, W, 3), K, region=reg)
+        mu = res.mean.reshape(H * W, 3).index_select(0, idx).double()  # (T,3)
+        B = res.components.reshape(K, H * W, 3).index_select(1, idx).double()  # (K,T,3)
+        # the noise variance per value: residual of the known texels after projection (first pass: the PCA's
+        # residual variance of the completed maps, a fine start)
+        if not math.isfinite(noise_var):
+            total = float(res.explained_variance.double().sum() / max(1e-12, float(res.explained_variance_ratio.sum())))
+            noise_var = max(1e-8, (total - float(res.explained_variance.sum())) / (idx.numel() * 3))
+        new = comp.clone()
+        sq, n_known, n_out = 0.0, 0, 0
+        Bf = B.reshape(K, -1).float()  # (K,T*3)
+        eye = torch.eye(K, dtype=torch.float64, device=maps.device)
+        for i in range(N):  # one photo at a time: (K,T*3) temporaries only
+            x = X[i].double()
+            kn = kn0[i]
+            m = kn.repeat_interleave(3).float()
+            Bm = Bf * m
+            G = (Bm @ Bf.T).double()
+            rhs = (Bm @ (x - mu).reshape(-1).float()).double()
+            code = torch.linalg.solve(G + noise_var * eye, rhs)
+            rec = mu + (code.float() @ Bf).double().view(-1, 3)
+            err = (x - rec).abs().amax(-1)  # (T,)
+            if robust is not None and t >= robust_after and kn.any():
+                bad = kn & (err > robust * 1.4826 * err[kn].median())
+                n_out += int(bad.sum())
+                kn = kn & ~bad
+            sq += float(((x - rec).pow(2) * kn.unsqueeze(-1)).sum())
+            n_known += int(kn.sum()) * 3
+            new[i] = torch.where(kn.unsqueeze(-1), x, rec).float()
+        change = float((new - comp).norm() / comp.norm().clamp_min(1e-12))
+        comp = new
+        noise_var = max(1e-8, sq / max(1, n_known))
+        outliers = n_out / max(1, int(kn0.sum()))
+        done = t + 1
+    full[:, idx] = comp
+    res = fit_pca(full.view(N, H, W, 3), K, region=reg)
+    out = full.view(N, H, W, 3).to(maps.dtype if maps.is_floating_point() else torch.float32)
+    return res, out, MissingDataInfo(iterations=done, last_change=change, outlier_fraction=outliers,
+                                     noise_sd=math.sqrt(noise_var) if math.isfinite(noise_var) else float("nan"))

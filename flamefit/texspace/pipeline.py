@@ -50,6 +50,8 @@ STAGES = ("unwrap", "train-inpaint", "inpaint", "pca")
 FILLS = ("opencv_telea", "network", "membrane", "mirror_then_membrane", "mirror_then_opencv",
          "mirror_then_start_space")
 DEFAULT_FILL = "opencv_telea"  # the best on held-out strokes (see the module doc)
+GAUGES = ("light_dc", "none")
+PCA_METHODS = ("missing", "completed")
 BUILD_FORMAT = "flamefit-texspace-build/1"
 
 
@@ -74,6 +76,9 @@ class BuildConfig:
     inpaint_crop: int | None = 128
     inpaint_channels: int = 16
     min_coverage: float = 0.0
+    gauge: str = "light_dc"
+    pca: str = "missing"
+    em_iters: int = 10
     seed: int = 0
 
     def validate(self) -> None:
@@ -86,6 +91,12 @@ class BuildConfig:
             bad.append(f"size {self.size} (need a multiple of 4, >= 16)")
         if self.fill not in FILLS:
             bad.append(f"fill {self.fill!r} (one of {', '.join(FILLS)})")
+        if self.gauge not in GAUGES:
+            bad.append(f"gauge {self.gauge!r} (one of {', '.join(GAUGES)})")
+        if self.pca not in PCA_METHODS:
+            bad.append(f"pca {self.pca!r} (one of {', '.join(PCA_METHODS)})")
+        if not 0 <= self.em_iters <= 1000:
+            bad.append(f"em_iters {self.em_iters} (need 0..1000)")
         if not 0.0 <= self.min_coverage <= 1.0:
             bad.append(f"min_coverage {self.min_coverage} (need 0..1)")
         if not 0.0 <= self.min_weight < 1.0:
@@ -273,6 +284,8 @@ def fit_and_unwrap(fitter, target, *, size: int, uv=None) -> tuple[dict[str, np.
                               "(nothing to unwrap)")
     meta = {"fit_s": round(fit_s, 3), "unwrap_s": round(time.perf_counter() - t1, 3),
             "known_fraction_of_layout": round(known, 4),
+            # the fitted light (camera-frame SH, (9,) shared or (9,3)): the PCA stage's gauge reads its DC term
+            "light_sh": fitter.light_sh(p)[0].detach().cpu().double().numpy().round(6).tolist(),
             "stages": {s.name: {"iters": int(s.iters_run or s.iters), "seconds": round(float(s.seconds), 3),
                                 "loss_end": _first(s.item_loss_end)} for s in raw.stages},
             "image_size": [int(v) for v in np.asarray(target.image).shape[:2]]}
@@ -330,13 +343,57 @@ def finished_names(folder: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------ whole-set stages
 
 
-def _maps(it: Iteration, names: Sequence[str]):
+def _maps(it: Iteration, names: Sequence[str], gauge: str = "none"):
+    """The unwrapped maps of ``names``, with ``gauge`` applied (see :func:`gauge_gains`); the gauge record is in
+    the returned MapSet's ``gauge`` attribute."""
     from flamefit.texspace.store import load_maps
 
     if not names:
         raise InputImageError(f"no unwrapped maps in {it.unwrapped}: the unwrap stage has not produced any (see "
                               f"{it.stage_path('unwrap')} for failures)")
-    return load_maps([it.unwrapped / f"{n}.npz" for n in names])
+    paths = [it.unwrapped / f"{n}.npz" for n in names]
+    maps = load_maps(paths)
+    gains, info = gauge_gains(paths, gauge)
+    if gains is not None:
+        maps.albedo = (maps.albedo * gains.to(maps.albedo).view(-1, 1, 1, 3)).clamp(0.0, 1.0)
+    maps.gauge = info
+    return maps
+
+
+def gauge_gains(paths: Sequence[Path], gauge: str) -> tuple[torch.Tensor | None, dict]:
+    """Per-map colour gains (N,3) that fix the albedo-vs-light gauge of a set of unwrapped maps, or None.
+
+    A photo fixes only the product albedo x shading: scaling a map's albedo by s and its SH light by 1/s renders the
+    same image, so each fit picks its own brightness (and, with 'sh9x3', its own tint). 'light_dc' rescales every
+    map as if its photo had been lit with the set's median ambient (SH DC) light: gain = DC_i / median DC, per
+    channel ('sh9': one DC for all three). Measured on 16 rendered photos of the recovery bench (stand-in start,
+    OpenCV fill, plain PCA; RMS 0..255 of held-out albedos in the face region, 10 components): 18.4 without, 16.1
+    with (an oracle gain from the true albedos: 15.5); the fitted scale was off by 0.85..1.22 per photo. 'none' keeps each fit's own gauge. Maps unwrapped before the fitted light was
+    recorded (no ``light_sh`` in their meta) get no gain, and the record says so."""
+    from flamefit.texspace.store import read_meta
+
+    if gauge == "none":
+        return None, {"gauge": "none"}
+    if gauge != "light_dc":
+        raise ConfigError(f"unknown gauge {gauge!r}; one of {', '.join(GAUGES)}")
+    dcs = []
+    for p in paths:
+        sh = read_meta(p).get("light_sh")
+        if sh is None:
+            return None, {"gauge": "none", "gauge_note": f"{Path(p).name} carries no fitted light (unwrapped by an "
+                                                          "older flamefit); unwrap again to normalise the gauge"}
+        sh = np.asarray(sh, dtype=np.float64)
+        dc = np.broadcast_to(sh[0] if sh.ndim == 2 else np.float64(sh[0]), (3,))
+        dcs.append(dc)
+    dc = np.stack(dcs)
+    if (dc <= 0).any():
+        bad = [Path(p).name for p, d in zip(paths, dc, strict=True) if (d <= 0).any()]
+        raise InputImageError(f"fitted ambient light <= 0 in {', '.join(bad[:5])}: those fits are broken; delete "
+                              "their unwrapped maps (the unwrap stage redoes them) or remove the photos")
+    gains = dc / np.median(dc, axis=0, keepdims=True)
+    return torch.from_numpy(gains), {"gauge": "light_dc", "gain_min": round(float(gains.min()), 4),
+                                     "gain_max": round(float(gains.max()), 4),
+                                     "median_dc": [round(float(x), 5) for x in np.median(dc, axis=0)]}
 
 
 def train_stage(it: Iteration, cfg: BuildConfig, *, device: str | torch.device = "cpu", force: bool = False,
@@ -348,10 +405,11 @@ def train_stage(it: Iteration, cfg: BuildConfig, *, device: str | torch.device =
     names = finished_names(it.unwrapped)
     rec = read_stage(it, "train-inpaint")
     if (not force and rec and rec.get("maps") == names and rec.get("steps") == cfg.inpaint_steps
+            and rec.get("gauge") == cfg.gauge and rec.get("min_weight") == cfg.min_weight
             and it.checkpoint.is_file()):
         return {**rec, "skipped": True}
     t0 = time.perf_counter()
-    maps = _maps(it, names)
+    maps = _maps(it, names, cfg.gauge)
     known = maps.known(cfg.min_weight)
     if len(names) < 1 or not known.any():
         raise InputImageError(f"no known texels in the maps of {it.unwrapped}: nothing to train on")
@@ -367,7 +425,8 @@ def train_stage(it: Iteration, cfg: BuildConfig, *, device: str | torch.device =
         save_checkpoint(it.checkpoint, res.net, None, res.step, icfg)
     hist = res.history
     return write_stage(it, "train-inpaint", {
-        "maps": names, "n_maps": len(names), "steps": cfg.inpaint_steps, "step": res.step,
+        "maps": names, "n_maps": len(names), "steps": cfg.inpaint_steps, "step": res.step, "gauge": cfg.gauge,
+        "min_weight": cfg.min_weight,
         "seconds": round(time.perf_counter() - t0, 3), "train_seconds_this_run": round(res.seconds, 3),
         "loss_first_10": float(np.mean(hist[:10])) if hist else None,
         "loss_last_10": float(np.mean(hist[-10:])) if hist else None})
@@ -422,7 +481,8 @@ def inpaint_stage(it: Iteration, cfg: BuildConfig, *, start_space: str | None = 
     names = finished_names(it.unwrapped)
     rec = read_stage(it, "inpaint")
     ckpt_mtime = it.checkpoint.stat().st_mtime if (cfg.fill == "network" and it.checkpoint.is_file()) else None
-    same = bool(rec) and rec.get("fill") == cfg.fill and rec.get("checkpoint_mtime") == ckpt_mtime
+    same = (bool(rec) and rec.get("fill") == cfg.fill and rec.get("checkpoint_mtime") == ckpt_mtime
+            and rec.get("gauge") == cfg.gauge and rec.get("min_weight") == cfg.min_weight)
     def stale(n: str) -> bool:  # no completed map, or one older than its (refitted) unwrapped map
         c = it.completed / f"{n}.npz"
         return not c.is_file() or c.stat().st_mtime_ns < (it.unwrapped / f"{n}.npz").stat().st_mtime_ns
@@ -438,9 +498,13 @@ def inpaint_stage(it: Iteration, cfg: BuildConfig, *, start_space: str | None = 
     t0 = time.perf_counter()
     todo = [n for n in names if stale(n)]
     fill = None
+    gains, gauge_info = gauge_gains([it.unwrapped / f"{n}.npz" for n in names], cfg.gauge)  # over the whole set
     for i in range(0, len(todo), batch):
         chunk = todo[i:i + batch]
         maps = _maps(it, chunk)
+        if gains is not None:
+            g = gains[[names.index(n) for n in chunk]].to(maps.albedo)
+            maps.albedo = (maps.albedo * g.view(-1, 1, 1, 3)).clamp(0.0, 1.0)
         if fill is None:
             fill = make_fill(cfg.fill, it, start_space=start_space, size=cfg.size, layout=maps.uv_mask,
                              device=device)
@@ -449,7 +513,8 @@ def inpaint_stage(it: Iteration, cfg: BuildConfig, *, start_space: str | None = 
             _atomic_npz(it.completed / f"{n}.npz", {"albedo": done[j].numpy().astype(np.float16),
                                                     "uv_mask": maps.uv_mask.numpy()})
     return write_stage(it, "inpaint", {"maps": names, "n_maps": len(names), "filled_this_run": len(todo),
-                                       "fill": cfg.fill, "checkpoint_mtime": ckpt_mtime,
+                                       "fill": cfg.fill, "checkpoint_mtime": ckpt_mtime, **gauge_info,
+                                       "min_weight": cfg.min_weight,
                                        "seconds": round(time.perf_counter() - t0, 3)})
 
 
@@ -477,14 +542,18 @@ def pca_stage(it: Iteration, cfg: BuildConfig, *, flame: str | None = None, forc
     names = [n for n in names if (it.completed / f"{n}.npz").is_file()]
     rec = read_stage(it, "pca")
     if (not force and rec and rec.get("maps") == names and rec.get("components_requested") == cfg.components
-            and rec.get("min_coverage") == cfg.min_coverage and it.space.is_file()):
+            and rec.get("min_coverage") == cfg.min_coverage and rec.get("pca") == cfg.pca
+            and rec.get("gauge") == cfg.gauge and rec.get("min_weight") == cfg.min_weight
+            and rec.get("em_iters") == cfg.em_iters and it.space.is_file()):
         return {**rec, "skipped": True}
     if len(names) < 2:
         raise InputImageError(f"PCA needs at least 2 completed maps, {it.completed} has {len(names)} (see "
                               f"{it.stage_path('unwrap')} for photos that failed)")
     t0 = time.perf_counter()
     comp = load_maps([it.completed / f"{n}.npz" for n in names], keys=("albedo",))
-    seen = _maps(it, names).known(cfg.min_weight).float().mean(0)  # (H,W) fraction of photos that saw each texel
+    unwrapped = _maps(it, names, cfg.gauge)
+    known = unwrapped.known(cfg.min_weight)
+    seen = known.float().mean(0)  # (H,W) fraction of photos that saw each texel
     region = comp.uv_mask & (seen >= cfg.min_coverage) if cfg.min_coverage > 0 else comp.uv_mask
     if int(region.sum()) < 3:
         raise InputImageError(f"no texel was seen by {100 * cfg.min_coverage:.0f}% of the {len(names)} photos; "
@@ -496,11 +565,19 @@ def pca_stage(it: Iteration, cfg: BuildConfig, *, flame: str | None = None, forc
     except Exception:  # noqa: BLE001 - no model: the preview shows UV maps instead
         mesh = None
     k = min(cfg.components, len(names) - 1)
-    build_space(comp.albedo, region, vt, ft, it.space, n_components=k, preview=it.preview, mesh=mesh)
+    em = {}
+    if cfg.pca == "missing":
+        _, info = build_space(comp.albedo, region, vt, ft, it.space, n_components=k, preview=it.preview, mesh=mesh,
+                              observed=unwrapped.albedo, known=known, em_iters=cfg.em_iters)
+        em = {"em_iterations": info.iterations, "em_last_change": round(info.last_change, 6),
+              "em_outlier_fraction": round(info.outlier_fraction, 5), "em_noise_sd": round(info.noise_sd, 5)}
+    else:
+        build_space(comp.albedo, region, vt, ft, it.space, n_components=k, preview=it.preview, mesh=mesh)
     with np.load(it.space) as d:
         evr = [float(x) for x in d["explained_variance_ratio"]]
     doc = {"maps": names, "n_maps": len(names), "components_requested": cfg.components, "components": k,
-           "min_coverage": cfg.min_coverage, "region_texels": int(region.sum()),
+           "min_coverage": cfg.min_coverage, "region_texels": int(region.sum()), "pca": cfg.pca,
+           "em_iters": cfg.em_iters, **em, **unwrapped.gauge, "min_weight": cfg.min_weight,
            "layout_texels": int(comp.uv_mask.sum()),
            "explained_variance_ratio": [round(x, 5) for x in evr],
            "cumulative_explained_variance": [round(float(x), 5) for x in np.cumsum(evr)],

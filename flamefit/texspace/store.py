@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,13 +53,15 @@ def save_unwrapped(path: str | Path, albedo, weight, visible, uv_mask, meta: dic
 @dataclass
 class MapSet:
     """Maps of many photos: names (N), albedo (N,H,W,3) float32, weight (N,H,W) float32, visible (N,H,W) bool,
-    uv_mask (H,W) bool (the union over the set; all files share a layout)."""
+    uv_mask (H,W) bool (the union over the set; all files share a layout); gauge: how the albedo was normalised
+    (see :func:`flamefit.texspace.pipeline.gauge_gains`; empty: as unwrapped)."""
 
     names: list[str]
     albedo: torch.Tensor
     weight: torch.Tensor
     visible: torch.Tensor
     uv_mask: torch.Tensor
+    gauge: dict = field(default_factory=dict)
 
     def known(self, min_weight: float = 0.05) -> torch.Tensor:
         """Texels trusted as observations: weight above ``min_weight`` and inside the layout."""
@@ -96,6 +98,15 @@ def load_maps(paths: Sequence[str | Path], *, keys: Sequence[str] = ("albedo", "
                   uv_mask=torch.from_numpy(uv_mask if uv_mask is not None else np.ones((H, W), bool)))
 
 
+def read_meta(path: str | Path) -> dict:
+    """The ``meta`` json of one unwrapped map file (empty when it has none)."""
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            return json.loads(str(d["meta"])) if "meta" in d.files else {}
+    except Exception as exc:  # noqa: BLE001 - damaged/partial files of all kinds
+        raise ModelFileError(f"cannot read map file {path}: {exc}. Delete it so the stage redoes it") from exc
+
+
 FillFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -112,16 +123,27 @@ def complete_maps(maps: MapSet, fill: FillFn, *, min_weight: float = 0.05, batch
 
 
 def build_space(completed: torch.Tensor, region: torch.Tensor, vt, ft, out: str | Path, *, n_components: int,
-                weights: torch.Tensor | None = None, preview: str | Path | None = None, mesh: tuple | None = None
-                ) -> Path:
+                weights: torch.Tensor | None = None, preview: str | Path | None = None, mesh: tuple | None = None,
+                observed: torch.Tensor | None = None, known: torch.Tensor | None = None, em_iters: int = 10
+                ) -> Path | tuple[Path, object]:
     """PCA of completed maps inside ``region`` -> ``out`` (FLAME_texture.npz layout) and an optional preview PNG of
-    the first 5 components at +-2 sd (on ``mesh`` = (verts, faces, vt, ft, camera) if given)."""
-    from flamefit.texspace.pca import fit_pca, preview_grid, save_pca, save_preview
+    the first 5 components at +-2 sd (on ``mesh`` = (verts, faces, vt, ft, camera) if given).
+
+    With ``observed`` (N,H,W,3) and ``known`` (N,H,W) the PCA treats the unknown texels as missing data
+    (:func:`flamefit.texspace.pca.fit_pca_missing`, ``em_iters`` rounds started from ``completed``) and the
+    return value is (path, :class:`flamefit.texspace.pca.MissingDataInfo`)."""
+    from flamefit.texspace.pca import fit_pca, fit_pca_missing, preview_grid, save_pca, save_preview
 
     k = min(int(n_components), completed.shape[0] - 1)
-    result = fit_pca(completed, k, region=region, weights=weights)
+    info = None
+    if known is not None:
+        if observed is None or weights is not None:
+            raise ValueError("missing-data PCA needs the observed maps, and takes no per-map weights")
+        result, _, info = fit_pca_missing(observed, known & region, k, init=completed, region=region, iters=em_iters)
+    else:
+        result = fit_pca(completed, k, region=region, weights=weights)
     path = save_pca(out, result, vt, ft)
     if preview is not None:
         save_preview(preview, preview_grid(result.mean, result.components, n=5, mesh=mesh,
                                            tile=None if mesh is not None else 256))
-    return path
+    return path if info is None else (path, info)

@@ -136,3 +136,21 @@ def reconstruction_rms(mean: torch.Tensor, basis: torch.Tensor, albedos: torch.T
         R = R - (A @ sol).T
     rms = R.pow(2).mean(1).sqrt() * 255.0
     return rms if per_map else float(R.pow(2).mean().sqrt() * 255.0)
+
+
+def face_texels(model, landmarks68, vt, ft, size: int | tuple[int, int] = 256) -> torch.Tensor:
+    """(H,W) bool: the texels of the face skin (forehead to chin, ear to ear, no eyeballs:
+    :func:`flamefit.fit.synthetic.face_region`, the region the synthetic photos' skin masks show), i.e. the texels
+    of layout triangles whose three corners lie in that vertex region. The recovery benchmark's "face region":
+    texels outside it (scalp, neck, ears, eyeballs) are never in a skin mask, so no build can learn them."""
+    from flamefit.fit.synthetic import face_region
+
+    vreg = face_region(model, landmarks68).cpu()
+    faces = model.faces.cpu().long()
+    tri_in = vreg[faces].all(-1)  # (F,)
+    uv = rasterize_uv(torch.as_tensor(np.asarray(vt), dtype=torch.float64),
+                      torch.as_tensor(np.asarray(ft).astype(np.int64)), size)
+    H, W = uv.height, uv.width
+    out = torch.zeros(H * W, dtype=torch.bool)
+    out[uv.texel] = tri_in[uv.face]
+    return out.view(H, W) & uv.mask

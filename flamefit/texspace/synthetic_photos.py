@@ -3,10 +3,11 @@
 :func:`render_photos` renders random heads (shape, expression, jaw, pose, camera distance, SH light shared by the
 colour channels) of a FLAME(-format) model whose albedos are drawn from a given texture space (e.g.
 :func:`flamefit.texspace.synthetic.make_synthetic_space`, saved as an npz), over a smooth random background, and
-writes ``images/NAME.png``, ``truth.json`` (the true codes) and ``detections/NAME.npz`` (``lmks_68`` projected
-from the true model + noise, the rendered face-region skin ``mask``, ``focal_px``): the landmarks a detector would
-give, since MediaPipe cannot be trusted on renders of a stand-in model. The pipeline reads them with
-``--detections``.
+writes ``images/NAME.png``, ``truth.json`` (the true codes), ``truth/NAME.npz`` (the true vertices, camera
+``K``/axis-angle ``rotation``/``translation``, shared SH ``light`` (9,) and ``tex`` code: to unwrap with the
+truth instead of a fit) and ``detections/NAME.npz`` (``lmks_68`` projected from the true model + noise, the
+rendered face-region skin ``mask``, ``focal_px``): the landmarks a detector would give, since MediaPipe cannot be
+trusted on renders of a stand-in model. The pipeline reads them with ``--detections``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def render_photos(out_dir: str | Path, space: str | Path, n: int, *, flame, land
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "detections").mkdir(parents=True, exist_ok=True)
+    (out_dir / "truth").mkdir(parents=True, exist_ok=True)
     k = load_texture_space(space).n_components
     cfg = load_config(overrides=[f"texture.n_tex={k}", "texture.fit_resolution=0"])
     fitter = build_fitter(flame, space, cfg, landmarks_static=landmarks_static, landmarks_dynamic=landmarks_dynamic,
@@ -66,8 +68,14 @@ def render_photos(out_dir: str | Path, space: str | Path, n: int, *, flame, land
         det = out_dir / "detections" / f"{name}.npz"
         np.savez_compressed(det, lmks_68=lm.astype(np.float32), mask=skin,
                             focal_px=np.float64(p.focal_px[0, 0]))
+        # the true scene, for diagnostics (unwrapping with the truth instead of a fit)
+        np.savez_compressed(out_dir / "truth" / f"{name}.npz", vertices=verts[0].cpu().numpy(),
+                            K=p.intrinsics()[0].cpu().numpy(), rotation=p.cam_rotation[0].cpu().numpy(),
+                            translation=p.cam_translation[0].cpu().numpy(), light=p.light[0, :, 0].cpu().numpy(),
+                            tex=p.tex[0].cpu().numpy())
         rows.append({"name": name, "image": str(img_path), "detections": str(det),
                      "code": p.tex[0].cpu().numpy().astype(float).tolist(),
-                     "yaw_deg": float(p.global_pose[0, 1]) * 180 / math.pi})
+                     "yaw_deg": float(p.global_pose[0, 1]) * 180 / math.pi,
+                     "light_dc": float(p.light[0, 0, 0])})
     (out_dir / "truth.json").write_text(json.dumps({"space": str(space), "photos": rows}, indent=1))
     return rows
