@@ -13,7 +13,16 @@ from torch.autograd.function import once_differentiable
 
 
 def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
-    """Rodrigues' formula, (..., 3) -> (..., 3, 3), exact and smooth at zero (Taylor branch, no epsilon bias)."""
+    """Rodrigues' formula, (..., 3) -> (..., 3, 3), exact and smooth at zero (Taylor branch, no epsilon bias).
+    CPU: one numba kernel forward and one backward (it runs several times per fit iteration on a few vectors,
+    where two dozen small torch ops cost far more than the arithmetic)."""
+    if _numba_for(axis_angle) and axis_angle.shape[-1] == 3:
+        lead = axis_angle.shape[:-1]
+        return _Rodrigues.apply(axis_angle.reshape(-1, 3)).view(*lead, 3, 3)
+    return _axis_angle_to_matrix_torch(axis_angle)
+
+
+def _axis_angle_to_matrix_torch(axis_angle: torch.Tensor) -> torch.Tensor:
     theta2 = (axis_angle * axis_angle).sum(-1, keepdim=True)[..., None]  # (...,1,1)
     small = theta2 < 1e-8
     safe2 = torch.where(small, torch.ones_like(theta2), theta2)
@@ -150,3 +159,25 @@ class _Skin(torch.autograd.Function):
         K.skin_backward(vp.numpy(), A.numpy(), w.numpy(), g.contiguous().numpy(), want_v, want_A, g_v.numpy(),
                         g_A.numpy())
         return (g_v if want_v else None), (g_A.view(ctx.t_shape) if want_A else None), None
+
+
+class _Rodrigues(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, aa):
+        from flamefit.model import _lbs_numba as K
+
+        aa = aa.detach().contiguous()
+        out = aa.new_empty(aa.shape[0], 9)
+        K.rodrigues_forward(aa.numpy(), out.numpy())
+        ctx.save_for_backward(aa)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        from flamefit.model import _lbs_numba as K
+
+        (aa,) = ctx.saved_tensors
+        g_aa = torch.empty_like(aa)
+        K.rodrigues_backward(aa.numpy(), g.contiguous().numpy(), g_aa.numpy())
+        return g_aa

@@ -219,3 +219,25 @@ def test_skinning_kernels_match_torch_and_finite_differences(monkeypatch, batch)
     monkeypatch.setattr(lbs, "NUMBA_KERNELS", True)
     assert torch.autograd.gradcheck(lambda x, t: lbs.skin_vertices(x, t, w),
                                     (vp.clone().requires_grad_(True), A.clone().requires_grad_(True)))
+
+
+def test_rodrigues_kernel_matches_torch_formula_and_finite_differences():
+    """axis_angle_to_matrix's numba path (CPU) equals the torch formula, values and gradients, including the
+    Taylor branch at and near zero, and its gradient agrees with finite differences."""
+    from flamefit.model import lbs
+
+    g = torch.Generator().manual_seed(5)
+    aa = torch.randn(4, 5, 3, generator=g, dtype=torch.float64)
+    aa[0, 0] = 0.0
+    aa[0, 1] = torch.tensor([1e-5, -2e-5, 3e-6], dtype=torch.float64)  # inside the Taylor branch
+    aa[1, 1] = torch.tensor([3.1, 0.0, 0.05], dtype=torch.float64)  # near pi
+    go = torch.randn(4, 5, 3, 3, generator=g, dtype=torch.float64)
+    x = aa.clone().requires_grad_(True)
+    R = lbs.axis_angle_to_matrix(x)
+    assert "Rodrigues" in type(R.grad_fn.next_functions[0][0]).__name__  # the kernel ran
+    ref = lbs._axis_angle_to_matrix_torch(x)
+    torch.testing.assert_close(R, ref, rtol=0, atol=1e-14)
+    torch.testing.assert_close(torch.autograd.grad(R, x, go)[0], torch.autograd.grad(ref, x, go)[0], rtol=1e-12,
+                               atol=1e-13)
+    assert torch.autograd.gradcheck(lbs.axis_angle_to_matrix, (aa[1:].clone().requires_grad_(True),))
+    assert lbs.axis_angle_to_matrix(aa.float()).dtype == torch.float32
