@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from flamefit.render._backend import check_image_size
@@ -67,6 +68,13 @@ def _check_size(height, width) -> tuple[int, int]:
     return check_image_size(height, width, "camera")
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64):
+        # small tensors, checked several times per fit iteration: numpy's reduction is ~10x cheaper than torch's
+        return bool(np.isfinite(t.detach().numpy()).all())
+    return bool(torch.isfinite(t.detach()).all())
+
+
 def _check_finite(what: str, **tensors: torch.Tensor) -> None:
     """ValueError naming the first tensor that is not a finite float tensor of the right trailing shape."""
     for name, (t, tail) in tensors.items():
@@ -74,7 +82,7 @@ def _check_finite(what: str, **tensors: torch.Tensor) -> None:
             raise ValueError(f"{what}: {name} must be a float tensor, got {type(t).__name__}")
         if tuple(t.shape[len(t.shape) - len(tail):]) != tail or t.dim() < len(tail):
             raise ValueError(f"{what}: {name} must be (B,{','.join(map(str, tail))}), got {tuple(t.shape)}")
-        if not bool(torch.isfinite(t.detach()).all()):
+        if not _all_finite(t):
             raise ValueError(f"{what}: {name} holds NaN or inf")
 
 
@@ -113,7 +121,11 @@ class PerspectiveCamera:
         # absurd cameras fail here, with what is wrong, instead of as inf/NaN pixels or a crash later
         self.height, self.width = _check_size(self.height, self.width)
         _check_finite("PerspectiveCamera", K=(self.K, (3, 3)), R=(self.R, (3, 3)), t=(self.t, (3,)))
-        f = torch.stack([self.K[..., 0, 0], self.K[..., 1, 1]]).detach()
+        K = self.K.detach()
+        if K.device.type == "cpu" and K.dtype in (torch.float32, torch.float64):
+            f = K.numpy()[..., [0, 1], [0, 1]]
+        else:
+            f = torch.stack([K[..., 0, 0], K[..., 1, 1]])
         if not bool((f > 0).all()):
             raise ValueError(f"PerspectiveCamera: focal lengths fx, fy (pixels) must be > 0, got "
                              f"{f.flatten().tolist()[:8]}")
