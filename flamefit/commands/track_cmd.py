@@ -31,7 +31,13 @@ from flamefit.commands.fit_cmd import _config, _model_options
 @click.option("--lag", "tail", type=click.IntRange(min=0), default=3, show_default=True,
               help="Frames each frame waits for before it is final (refitted with them as its future).")
 @click.option("--smoothing", "temporal_weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Factor on the temporal terms (0: no temporal smoothing).")
+              help="Factor on the temporal terms and the smoother (0: no temporal smoothing).")
+@click.option("--smooth", type=click.Choice(["zero-lag", "window"]), default="zero-lag", show_default=True,
+              help="zero-lag: a two-sided smoother with --smooth-lag frames of past and future (no phase lag, one "
+                   "head size/distance through the shot); window: the optimisation windows' temporal terms only "
+                   "(output --lag frames behind the input).")
+@click.option("--smooth-lag", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Frames of future the zero-lag smoother waits for (its latency).")
 @click.option("--blendshapes/--no-blendshapes", default=True, show_default=True,
               help="Also measure MediaPipe's 52 blendshape scores per frame (a second MediaPipe pass).")
 @click.option("--overlay/--no-overlay", default=True, show_default=True,
@@ -49,7 +55,8 @@ from flamefit.commands.fit_cmd import _config, _model_options
 @click.pass_context
 def track(ctx, video, flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides, device,
           threads, out_dir, mode, fps, every, start_s, end_s, identity_frames, window, tail, temporal_weight,
-          blendshapes, overlay, mesh, overwrite, workers, use_ray, ray_address, segment_s, progress) -> None:
+          smooth, smooth_lag, blendshapes, overlay, mesh, overwrite, workers, use_ray, ray_address, segment_s,
+          progress) -> None:
     """Track FLAME through VIDEO: DIR/frames/NNNNNN.npz per frame, identity.npz, track.json, overlay.mp4,
     mesh.obj + mesh.pc2."""
     from flamefit.commands._common import make_executor
@@ -64,7 +71,7 @@ def track(ctx, video, flame, texture_space, landmarks_static, landmarks_dynamic,
     torch_device = setup_torch(device, threads)
     cfg, cfg_dict = _config(config_file, overrides)
     tcfg = TrackConfig(mode=mode, identity_frames=identity_frames, window=window, tail=tail,
-                       temporal_weight=temporal_weight)
+                       temporal_weight=temporal_weight, smooth=smooth, smooth_lag=smooth_lag)
     tcfg.validate()
     a = resolve_assets(flame, texture_space, landmarks_static, landmarks_dynamic)
     fitter = build_fitter(a["flame"], a["texture_space"] or "none", cfg, device=torch_device,

@@ -185,8 +185,12 @@ def track_video(video, out_dir, fitter, detector, cfg: TrackConfig | None = None
     counts = {"selected": 0, "already_done": 0, "warmup": 0, "failed": 0}
     t_decode = t_detect = 0.0
     failed: list[int] = []
-    reader = read_video(video, fps=fps, every=every, start_s=start_s, end_s=own_end_s if own_end_s is not None
-                        else end_s)
+    read_end_s = end_s
+    if own_end_s is not None:  # a segment: its last owned frames are tracked with the frames after them as future
+        rate = fps or (info.fps or 25.0) / (every or 1)
+        future = (cfg.tail + (cfg.smooth_lag if tracker.smoother is not None else 0)) / rate
+        read_end_s = own_end_s + future if end_s is None else min(end_s, own_end_s + future)
+    reader = read_video(video, fps=fps, every=every, start_s=start_s, end_s=read_end_s)
     t1 = time.perf_counter()
     try:
         for frame in reader:

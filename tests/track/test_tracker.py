@@ -21,7 +21,7 @@ FIELDS = ("frame_index", "time_s", "vertices", "cam", "K", "shape", "exp", "pose
 
 
 def small_cfg(**kw) -> TrackConfig:
-    cfg = TrackConfig(identity_frames=4, window=6, tail=2, iters=12, cold_rigid_iters=10, cold_iters=30)
+    cfg = TrackConfig(identity_frames=4, window=6, tail=2, iters=12, cold_rigid_iters=10, cold_iters=30, smooth_lag=5)
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
@@ -112,11 +112,12 @@ def test_shot_cut_reinitialises(track_fitter, make_clip, tmp_path):
     assert cold[14]
 
 
-def test_temporal_terms_reduce_jitter_without_lag(track_fitter, make_clip, tmp_path):
+@pytest.mark.parametrize("smooth", ["zero-lag", "window"])
+def test_temporal_terms_reduce_jitter_without_lag(track_fitter, make_clip, tmp_path, smooth):
     fitter = track_fitter[0]
     clip, path = make_clip("jitter", n_frames=40, landmark_noise_px=2.0)
     T = clip.n_frames
-    run(fitter, clip, path, tmp_path / "on")
+    run(fitter, clip, path, tmp_path / "on", small_cfg(smooth=smooth))
     run(fitter, clip, path, tmp_path / "off", small_cfg(temporal_weight=0.0))
     on = jitter_report(load_all(tmp_path / "on", range(T), "lmks_68_fit"), clip.lmks_68_noisy, clip.lmks_68)
     off = jitter_report(load_all(tmp_path / "off", range(T), "lmks_68_fit"), clip.lmks_68_noisy, clip.lmks_68)
