@@ -12,7 +12,7 @@ from torch import nn
 
 from flamefit.errors import ModelFileError
 from flamefit.model.flame_file import JOINT_NAMES, FlameData, read_flame_file
-from flamefit.model.lbs import lbs
+from flamefit.model.lbs import axis_angle_to_matrix, lbs, rigid_transforms, skin_vertices
 from flamefit.model.uv import UVLayout
 
 
@@ -136,12 +136,43 @@ class FlameModel(nn.Module):
         full_pose = torch.cat(
             [p["global_pose"], p["neck_pose"], p["jaw_pose"], p["eye_pose"]], dim=1
         ).view(batch, -1, 3)
-        verts, joints = lbs(
-            coeffs, full_pose, self.v_template, self.shapedirs, self.posedirs, self.j_regressor, self.parents,
-            self.lbs_weights,
-        )
+        verts, joints = self._lbs(coeffs, full_pose)
         t = p["translation"].unsqueeze(1)
         return FlameOutput(vertices=verts + t, joints=joints + t)
+
+    def _lbs(self, coeffs: torch.Tensor, full_pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`lbs` with the blendshapes and pose correctives as ONE matrix product (one pass over both
+        bases forward and one backward) and the joints regressed from precomputed joint blendshapes
+        (``J @ (T + S c) = J T + (J S) c``, exact in exact arithmetic); the bases are read every fit iteration."""
+        if self.shapedirs.dim() != 2 or self.posedirs.dim() != 2:
+            return lbs(coeffs, full_pose, self.v_template, self.shapedirs, self.posedirs, self.j_regressor,
+                       self.parents, self.lbs_weights)
+        dirs, j_template, j_dirs = self._fused_bases()
+        B = coeffs.shape[0]
+        rot_mats = axis_angle_to_matrix(full_pose)  # (B,J,3,3)
+        eye = torch.eye(3, dtype=coeffs.dtype, device=coeffs.device)
+        pose_feature = (rot_mats[:, 1:] - eye).reshape(B, -1)
+        v_posed = torch.addmm(self.v_template.reshape(1, -1), torch.cat([coeffs, pose_feature], 1), dirs)
+        joints = torch.addmm(j_template.reshape(1, -1), coeffs, j_dirs).view(B, -1, 3)
+        posed_joints, transforms = rigid_transforms(rot_mats, joints, self.parents)
+        return skin_vertices(v_posed.view(B, -1, 3), transforms[:, :, :3, :], self.lbs_weights), posed_joints
+
+    def _fused_bases(self):
+        """(cat(shapedirs, posedirs) (K+P, V*3), J @ v_template (J,3), J @ shapedirs (K, J*3)), cached per
+        buffer (rebuilt after ``.to()`` or :meth:`truncated`, which replace the buffers)."""
+        key = (self.shapedirs.data_ptr(), self.shapedirs.shape, self.posedirs.data_ptr(), self.v_template.data_ptr(),
+               self.j_regressor.data_ptr(), self.shapedirs.dtype, self.shapedirs.device)
+        cache = self.__dict__.get("_fused_cache")
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                K = self.shapedirs.shape[0]
+                V = self.v_template.shape[0]
+                dirs = torch.cat([self.shapedirs, self.posedirs]).contiguous()
+                j_template = self.j_regressor @ self.v_template
+                j_dirs = torch.einsum("jv,kvc->kjc", self.j_regressor, self.shapedirs.view(K, V, 3)).reshape(K, -1)
+            cache = (key, dirs, j_template, j_dirs.contiguous())
+            self.__dict__["_fused_cache"] = cache
+        return cache[1:]
 
     def extra_repr(self) -> str:
         return f"n_shape={self.n_shape}, n_expr={self.n_expr}, vertices={self.num_vertices}, source={self.source}"
