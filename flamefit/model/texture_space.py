@@ -60,7 +60,7 @@ class TextureSpace(torch.nn.Module):
         if k > self.n_components:
             raise ValueError(f"texture code has {k} components; the texture space has {self.n_components}")
         flat = self.basis[:k].reshape(k, -1)
-        out = self.mean.reshape(1, -1) + code.to(flat.dtype) @ flat
+        out = torch.addmm(self.mean.reshape(1, -1), code.to(flat.dtype), flat)  # one pass (read every iteration)
         return out.reshape(code.shape[0], *self.mean.shape)
 
     def truncated(self, n: int) -> TextureSpace:
