@@ -126,7 +126,7 @@ def _accuracy(res: dict, clip, indices) -> dict:
 
 
 def synthetic(fitter, tmp: Path, n_frames: int, size: int, photometric_frames: int, independent_frames: int,
-              noise_px: float, seed: int = 11) -> dict:
+              noise_px: float, seed: int = 11, compare_window: bool = True) -> dict:
     import torch
 
     from flamefit.fit.synthetic_video import make_synthetic_clip
@@ -141,15 +141,19 @@ def synthetic(fitter, tmp: Path, n_frames: int, size: int, photometric_frames: i
                                    landmark_noise_px=noise_px, video_path=video, keep_frames=False)
     report = {"clip": {"frames": n_render, "size_px": size, "fps": 25, "landmark_noise_px_at_256": noise_px,
                        "detector": "truth 68 points + noise (GivenLandmarks)"}}
-    for mode, n in (("landmarks", n_frames), ("photometric", photometric_frames)):
+    runs = [("landmarks", "landmarks", n_frames, "zero-lag"), ("photometric", "photometric", photometric_frames,
+                                                                   "zero-lag")]
+    if compare_window:  # the windows' temporal terms alone (the low-latency option) next to the default
+        runs.append(("landmarks_smooth_window", "landmarks", n_frames, "window"))
+    for name, mode, n, smooth in runs:
         if n < 3:
             continue
-        out = tmp / f"syn_{mode}"
-        doc = track_video(video, out, fitter, GivenLandmarks(clip.lmks_68_noisy), TrackConfig(mode=mode),
-                          end_s=n / 25 - 1e-6)
-        r = {"speed": _stage_rates(doc), "tracker": doc["tracker"]}
+        out = tmp / f"syn_{name}"
+        doc = track_video(video, out, fitter, GivenLandmarks(clip.lmks_68_noisy),
+                          TrackConfig(mode=mode, smooth=smooth), end_s=n / 25 - 1e-6)
+        r = {"smooth": smooth, "speed": _stage_rates(doc), "tracker": doc["tracker"]}
         r["accuracy"] = _accuracy(_collect(out, range(n)), clip, range(n))
-        report[mode] = r
+        report[name] = r
     k = min(independent_frames, n_frames)
     if k >= 3:
         ind = independent_fits(fitter, clip, video, range(k))
@@ -255,9 +259,12 @@ def targets(report: dict) -> dict:
 @click.option("--real-seconds", default=4.0, show_default=True, help="Seconds of each real video.")
 @click.option("--rss/--no-rss", "do_rss", default=True, show_default=True, help="Peak RSS short vs 10x input.")
 @click.option("--rss-fps", default=2.0, show_default=True, help="Frames/s tracked in the RSS runs.")
+@click.option("--compare-window/--no-compare-window", default=True, show_default=True,
+              help="Also track the synthetic clip with --smooth window (the windows' temporal terms alone).")
+@click.option("--seed", default=11, show_default=True, help="Seed of the synthetic clip.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def command(assets, frames, photometric_frames, independent_frames, size, noise, do_real, real_seconds, do_rss,
-            rss_fps, as_json):
+            rss_fps, compare_window, seed, as_json):
     """Tracker speed per mode and stage, jitter/lag, vertex errors vs independent fits, peak RSS."""
     from flamefit.bench.common import environment
 
@@ -266,7 +273,8 @@ def command(assets, frames, photometric_frames, independent_frames, size, noise,
     report: dict = {"environment": environment()}
     with tempfile.TemporaryDirectory(prefix="flamefit-bench-track-") as tmp:
         tmp = Path(tmp)
-        report["synthetic"] = synthetic(fitter, tmp, frames, size, photometric_frames, independent_frames, noise)
+        report["synthetic"] = synthetic(fitter, tmp, frames, size, photometric_frames, independent_frames, noise,
+                                        seed=seed, compare_window=compare_window)
         if do_real:
             report["real"] = []
             for name in ("obama_weekly_address_matted_512.mp4", "tears_of_steel_clip01_640x360.mp4"):

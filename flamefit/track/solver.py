@@ -227,15 +227,16 @@ def _temporal_system(B: int, layout, accel: dict, velocity: dict, history: dict,
             A[idx, idx], A[idx, idx + 1], A[idx, idx + 2] = 1.0, -2.0, 1.0
             ops.append((wa, A))
         full = torch.cat([h, x[:, o:o + d]], 0)  # (N,d)
+        H4 = H.view(B, P, B, P)
         for w, A in ops:
             Aw = A[:, Hn:]  # (M,B): the window's columns
             r = A @ full  # (M,d)
             energy = energy + (w * r.pow(2)).sum()
             g[:, o:o + d] += 2 * w * (Aw.t() @ r)
             M = 2 * (Aw.t() @ Aw)  # (B,B)
-            for j in range(d):
-                cols = torch.arange(B) * P + o + j
-                H[cols[:, None], cols[None, :]] += w[j] * M
+            # block (frame a, frame b) of this field: M[a,b] * diag(w), written into the field's diagonal
+            idx = torch.arange(o, o + d)
+            H4[:, idx, :, idx] += M[None] * w.view(d, 1, 1)  # advanced indices first: (d,B,B)
     return H, g.reshape(-1), energy
 
 

@@ -311,8 +311,8 @@ class Tracker:
         self.history: list[FlameParams] = []  # last final frames (original intrinsics), oldest first
         self.shot = 0  # counts resets (cuts, lost faces): frames of one shot are continuous
         self.last_points: np.ndarray | None = None
-        self.stats = {"windows": 0, "cold_windows": 0, "reinit": 0, "cuts": 0, "no_face": 0, "fitted": 0,
-                      "known": 0}
+        self.stats = {"windows": 0, "cold_windows": 0, "reinit": 0, "reinit_kept_warm": 0, "cuts": 0, "no_face": 0,
+                      "fitted": 0, "known": 0}
         self.timings = {"fit_s": 0.0, "prepare_s": 0.0, "landmarks_s": 0.0, "photometric_s": 0.0}
         self._fcfg = self._stage_config()
         self._models: dict = {}  # landmark sets -> identity_model (FLAME on their vertices, identity folded in)
@@ -444,6 +444,17 @@ class Tracker:
         return out
 
     def _initial(self, frames: list[FrameObs], batch, cold: bool) -> FlameParams:
+        if cold and self.cfg.solver == "lm":
+            # PnP of the identity's neutral head per frame: the window solver fits expressions from there in a few
+            # iterations (the single-image init's per-frame shape/expression solve costs ~10x more, and the
+            # identity is known already)
+            p = self._zero_params(batch)
+            self.identity.apply(p)
+            self._pnp_rigid(p, batch, list(range(batch.size)))
+            ident = p
+            if self.cfg.mode == "photometric" and self.identity.light is not None:
+                ident.light = torch.as_tensor(self.identity.light, dtype=p.light.dtype).expand_as(p.light).clone()
+            return ident
         if cold:
             p = self.fitter.initial_params(batch)  # PnP + linear solve per frame (crop intrinsics)
             ident = self.identity.apply(p.detach())
@@ -457,6 +468,16 @@ class Tracker:
         p = self.identity.apply(_cat([params_to_crop(r, crop) for r, crop in zip(rows, batch.crops, strict=True)]))
         if len(frames) > n_old:
             self._pnp_rigid(p, batch, list(range(n_old, len(frames))))
+        return p
+
+    def _zero_params(self, batch) -> FlameParams:
+        """Zero parameters for ``batch`` with its (crop) intrinsics, as :meth:`Fitter.initial_params` starts."""
+        f = self.fitter
+        p = FlameParams.zeros(batch.size, f.n_shape, f.n_expr, n_tex=f.texture_space.n_components,
+                              light_channels=3 if f.cfg.texture.light == "sh9x3" else 1, device=f.device,
+                              dtype=f.dtype)
+        p.focal_px = batch.focal_px.view(batch.size, 1).clone()
+        p.principal_px = batch.principal_px.clone()
         return p
 
     @torch.no_grad()
@@ -510,9 +531,12 @@ class Tracker:
             self.stats["reinit"] += 1
             history = self.history
             self.history = []
-            res = self._fit(frames, True)
+            again = self._fit(frames, True)
             self.history = history
-            cold = True
+            if float(np.max(again[1])) < float(np.max(res[1])):  # keep the cold refit only where it fits better
+                res, cold = again, True
+            else:
+                self.stats["reinit_kept_warm"] += 1
         params, residuals = res
         self.stats["windows"] += 1
         self.stats["cold_windows"] += int(cold)
