@@ -280,11 +280,13 @@ def fit_pca_missing(maps: torch.Tensor, known: torch.Tensor, n_components: int, 
     else:
         comp = init.reshape(N, H * W, 3).index_select(1, idx).float().clone()
     K = int(n_components)
-    full = torch.zeros(N, H * W, 3, dtype=torch.float32, device=maps.device)
+    rejected = torch.zeros_like(kn0)  # outliers of the previous iteration: not data for the next solve
+    out_dtype = maps.dtype if maps.is_floating_point() else torch.float32
+    full = torch.zeros(N, H * W, 3, dtype=out_dtype, device=maps.device)
     noise_var = float("nan")
     change, outliers, done = float("nan"), 0.0, 0
     for t in range(max(0, int(iters))):
-        full[:, idx] = comp
+        full[:, idx] = comp.to(out_dtype)
         res = fit_pca(full.view(N, H, W, 3), K, region=reg)
         mu = res.mean.reshape(H * W, 3).index_select(0, idx).double()  # (T,3)
         B = res.components.reshape(K, H * W, 3).index_select(1, idx).double()  # (K,T,3)
@@ -299,16 +301,18 @@ def fit_pca_missing(maps: torch.Tensor, known: torch.Tensor, n_components: int, 
         eye = torch.eye(K, dtype=torch.float64, device=maps.device)
         for i in range(N):  # one photo at a time: (K,T*3) temporaries only
             x = X[i].double()
-            kn = kn0[i]
+            kn = kn0[i] & ~rejected[i]
             m = kn.repeat_interleave(3).float()
             Bm = Bf * m
             G = (Bm @ Bf.T).double()
             rhs = (Bm @ (x - mu).reshape(-1).float()).double()
             code = torch.linalg.solve(G + noise_var * eye, rhs)
             rec = mu + (code.float() @ Bf).double().view(-1, 3)
+            kn = kn0[i]
             err = (x - rec).abs().amax(-1)  # (T,)
             if robust is not None and t >= robust_after and kn.any():
                 bad = kn & (err > robust * 1.4826 * err[kn].median())
+                rejected[i] = bad
                 n_out += int(bad.sum())
                 kn = kn & ~bad
             sq += float(((x - rec).pow(2) * kn.unsqueeze(-1)).sum())
@@ -319,8 +323,8 @@ def fit_pca_missing(maps: torch.Tensor, known: torch.Tensor, n_components: int, 
         noise_var = max(1e-8, sq / max(1, n_known))
         outliers = n_out / max(1, int(kn0.sum()))
         done = t + 1
-    full[:, idx] = comp
+    full[:, idx] = comp.to(out_dtype)
     res = fit_pca(full.view(N, H, W, 3), K, region=reg)
-    out = full.view(N, H, W, 3).to(maps.dtype if maps.is_floating_point() else torch.float32)
+    out = full.view(N, H, W, 3)
     return res, out, MissingDataInfo(iterations=done, last_change=change, outlier_fraction=outliers,
                                      noise_sd=math.sqrt(noise_var) if math.isfinite(noise_var) else float("nan"))

@@ -64,7 +64,10 @@ class BuildConfig:
     unwrap weight count as unknown; inpaint_*: the network's training (steps, batch, crop, width); min_coverage: the
     PCA region is the layout's texels that at least this fraction of the photos saw (elsewhere the space is the
     region's mean colour, no variation; default 0 = the whole layout: on 30 real photos, 4 held-out ones, the median
-    skin PSNR of PCA-only fits was 28.75 dB with 0, 28.71 with 0.1, 28.39 with 0.3); seed: strokes and network init."""
+    skin PSNR of PCA-only fits was 28.75 dB with 0, 28.71 with 0.1, 28.39 with 0.3); gauge: the albedo-vs-light
+    gauge of the maps (:func:`gauge_gains`); pca: 'missing' = EM-PCA over the texels each photo saw (the completed
+    maps only start it, :func:`flamefit.texspace.pca.fit_pca_missing`, ``em_iters`` rounds) or 'completed' = plain
+    PCA of the completed maps; seed: strokes and network init."""
 
     components: int = 50
     iterations: int = 1
@@ -368,8 +371,9 @@ def gauge_gains(paths: Sequence[Path], gauge: str) -> tuple[torch.Tensor | None,
     map as if its photo had been lit with the set's median ambient (SH DC) light: gain = DC_i / median DC, per
     channel ('sh9': one DC for all three). Measured on 16 rendered photos of the recovery bench (stand-in start,
     OpenCV fill, plain PCA; RMS 0..255 of held-out albedos in the face region, 10 components): 18.4 without, 16.1
-    with (an oracle gain from the true albedos: 15.5); the fitted scale was off by 0.85..1.22 per photo. 'none' keeps each fit's own gauge. Maps unwrapped before the fitted light was
-    recorded (no ``light_sh`` in their meta) get no gain, and the record says so."""
+    with (an oracle gain from the true albedos: 15.5); the fitted scale was off by 0.85..1.22 per photo.
+    'none' keeps each fit's own gauge. Maps unwrapped before the fitted light was recorded (no ``light_sh`` in
+    their meta) get no gain, and the record says so."""
     from flamefit.texspace.store import read_meta
 
     if gauge == "none":

@@ -160,3 +160,28 @@ def test_pca_region_can_be_limited_to_texels_the_photos_saw(built):
         outside = ~d["region"] & (np.abs(d["tex_dir"]).sum((-1, -2)) > 0)
         assert not outside.any()  # no variation where too few photos looked
     pca_stage(it, _cfg(), force=True)  # back to the whole layout for the other tests
+
+
+def test_pca_stage_records_the_gauge_and_the_missing_data_pca(built):
+    """The unwrap stage keeps each fit's light; the PCA stage rescales the maps to the set's median ambient light
+    and fits the space to the seen texels only (EM); 'completed' and 'none' switch both off."""
+    from flamefit.texspace.pipeline import Iteration, gauge_gains, pca_stage
+    from flamefit.texspace.store import read_meta
+
+    it = Iteration(built["work"], 0)
+    paths = sorted(it.unwrapped.glob("*.npz"))
+    assert len(read_meta(paths[0])["light_sh"]) == 9  # sh9: one light for the three channels
+    gains, info = gauge_gains(paths, "light_dc")
+    assert gains.shape == (4, 3) and float(np.median(gains[:, 0].numpy())) == pytest.approx(1.0)
+    doc = pca_stage(it, _cfg(), force=True)
+    assert doc["pca"] == "missing" and doc["gauge"] == "light_dc" and doc["em_iterations"] == 10
+    assert doc["gain_min"] <= 1.0 <= doc["gain_max"] and 0 <= doc["em_outlier_fraction"] < 0.5
+    with np.load(it.space) as d:
+        em_dir = d["tex_dir"].copy()
+    doc = pca_stage(it, _cfg(pca="completed", gauge="none"), force=True)
+    assert doc["gauge"] == "none" and "em_iterations" not in doc
+    with np.load(it.space) as d:
+        assert not np.allclose(d["tex_dir"], em_dir)
+    again = pca_stage(it, _cfg(pca="completed", gauge="none"))
+    assert again.get("skipped")
+    assert not pca_stage(it, _cfg()).get("skipped")  # another PCA method: redone
