@@ -83,6 +83,7 @@ class WindowProblem:
 
     def __init__(self, fitter, batch, delta: float = 0.02, model=None, dense_idx=None, priors: dict | None = None):
         self.priors = priors or {}  # field -> prior weight replacing the fit config's
+        self.exact_expression = True  # expression columns of the Jacobian from the vertices' exact derivative
         self.fitter = fitter
         self.batch = batch
         self.model = model
@@ -100,14 +101,17 @@ class WindowProblem:
             self.dense_target = batch.dense[:, sel]
             self.dense_weights = batch.dense_weights[:, sel]
 
-    def points(self, p: FlameParams) -> dict[str, torch.Tensor]:
+    def points(self, p: FlameParams, vertices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Projected landmark points of ``p``; ``vertices``: the model's vertices for ``p`` when already known
+        (identity model only)."""
         f = self.fitter
         if self.model is not None:
-            out = self.model(expression=p.expression, global_pose=p.global_pose, neck_pose=p.neck_pose,
-                             jaw_pose=p.jaw_pose, eye_pose=p.eye_pose)
-            pts = f.model_points(p, out.vertices, tuple(k for k in self.which if k == "68"), self.model.faces)
+            if vertices is None:
+                vertices = self.model(expression=p.expression, global_pose=p.global_pose, neck_pose=p.neck_pose,
+                                      jaw_pose=p.jaw_pose, eye_pose=p.eye_pose).vertices
+            pts = f.model_points(p, vertices, tuple(k for k in self.which if k == "68"), self.model.faces)
             if "dense" in self.which:
-                pts["dense"] = self.dense.project(out.vertices, self.model.faces)
+                pts["dense"] = self.dense.project(vertices, self.model.faces)
         elif hasattr(f, "landmark_vertices"):
             verts, faces = f.landmark_vertices(p)
             pts = f.model_points(p, verts, self.which, faces)
@@ -170,24 +174,73 @@ class WindowProblem:
         sc, irls = self.scales(proj, irls)
         return self.combine(proj, {n: getattr(p, n) for n in PRIORS}, sc, self.has68(), self.targets()), irls
 
+    def _expression_vertex_jacobian(self, q: FlameParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vertices (B,n,3), d vertices / d expression (B,K,n,3)) of the identity model, exactly: expressions
+        enter linearly before skinning (``R_v E_k``), and through the joints, which move the skinning transforms'
+        translations linearly (``sum_j w_vj T_j(Jdir_k)``). No model evaluation per expression component."""
+        from flamefit.model.lbs import axis_angle_to_matrix, rigid_transforms
+
+        m = self.model
+        B, K = q.expression.shape
+        n = m.v_template.shape[0]
+        E = m.shapedirs[:K].view(K, n, 3)
+        Jd = m.j_dirs[:K].view(K, -1, 3)
+        pose = torch.cat([q.global_pose, q.neck_pose, q.jaw_pose, q.eye_pose], 1).view(B, -1, 3).to(E)
+        rot = axis_angle_to_matrix(pose)
+        coeffs = q.expression.to(E)
+        v_shaped = m.v_template[None] + (coeffs @ m.shapedirs[:K]).view(B, n, 3)
+        joints = m.j_template[None] + (coeffs @ m.j_dirs[:K]).view(B, -1, 3)
+        eye3 = torch.eye(3, dtype=E.dtype, device=E.device)
+        v_posed = v_shaped + ((rot[:, 1:] - eye3).reshape(B, -1) @ m.posedirs).view(B, n, 3)
+        _, T = rigid_transforms(rot, joints, m.parents)
+        nJ = T.shape[1]
+        per_vertex = (m.lbs_weights @ T[:, :, :3, :].reshape(B, nJ, 12)).view(B, n, 3, 4)
+        Rv, tv = per_vertex[..., :3], per_vertex[..., 3]
+        verts = (Rv @ v_posed[..., None])[..., 0] + tv
+        _, Tk = rigid_transforms(rot.repeat_interleave(K, 0), Jd.repeat(B, 1, 1), m.parents)  # linear in joints
+        dT = Tk[:, :, :3, 3].view(B, K, nJ, 3)
+        dv = torch.einsum("bvcd,kvd->bkvc", Rv, E) + torch.einsum("vj,bkjc->bkvc", m.lbs_weights, dT)
+        return verts, dv
+
     @torch.no_grad()
     def jacobian(self, p: FlameParams, x: torch.Tensor, layout, eps: float = 1e-3
                  ) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(residuals (B,n_res), Jacobian (B,n_res,P), irls): the projected points by forward differences in ONE
         batched model evaluation of B x P perturbed frames (the model is the expensive part), the residuals'
-        linear dependence on them exactly."""
+        linear dependence on them exactly. With an identity model and the expression last in ``layout``, the
+        expression columns perturb the vertices by their exact derivative instead (no model evaluation)."""
         B, P = x.shape
-        proj0 = self.points(_unpack(p, x, layout))
+        q0 = _unpack(p, x, layout)
+        fast = (self.exact_expression and self.model is not None and getattr(self.model, "n_shape", None) == 0
+                and layout[-1][0] == "expression" and hasattr(self.model, "lbs_weights"))
+        if fast:
+            verts0, dv = self._expression_vertex_jacobian(q0)
+            proj0 = self.points(q0, verts0)
+        else:
+            proj0 = self.points(q0)
         sc, irls = self.scales(proj0, None)
-        r0 = self.combine(proj0, {n: getattr(_unpack(p, x, layout), n) for n in PRIORS}, sc, self.has68(),
-                          self.targets())
+        r0 = self.combine(proj0, {n: getattr(q0, n) for n in PRIORS}, sc, self.has68(), self.targets())
         eye = torch.eye(P, dtype=x.dtype, device=x.device)
-        xp = (x[:, None, :] + eps * eye[None]).reshape(B * P, P)
-        rep = p._map(lambda t: t.repeat_interleave(P, 0))
-        projp = self.points(_unpack(rep, xp, layout))
-        dproj = {k: (projp[k] - proj0[k].repeat_interleave(P, 0)) / eps for k in proj0}
+        if fast:
+            K = layout[-1][2]
+            P1 = P - K
+            xp = (x[:, None, :] + eps * eye[None, :P1]).reshape(B * P1, P)
+            projp = self.points(_unpack(p._map(lambda t: t.repeat_interleave(P1, 0)), xp, layout))
+            vk = (verts0[:, None] + eps * dv.to(verts0)).reshape(B * K, *verts0.shape[1:])
+            projk = self.points(_unpack(p._map(lambda t: t.repeat_interleave(K, 0)), x.repeat_interleave(K, 0),
+                                        layout), vk)
+            dproj = {}
+            for k in proj0:
+                a = (projp[k] - proj0[k].repeat_interleave(P1, 0)).view(B, P1, *proj0[k].shape[1:])
+                b = (projk[k] - proj0[k].repeat_interleave(K, 0)).view(B, K, *proj0[k].shape[1:])
+                dproj[k] = torch.cat([a, b], 1).reshape(B * P, *proj0[k].shape[1:]) / eps
+        else:
+            xp = (x[:, None, :] + eps * eye[None]).reshape(B * P, P)
+            rep = p._map(lambda t: t.repeat_interleave(P, 0))
+            projp = self.points(_unpack(rep, xp, layout))
+            dproj = {k: (projp[k] - proj0[k].repeat_interleave(P, 0)) / eps for k in proj0}
         dx = eye.repeat(B, 1)  # (B*P, P): d fields / d x_k
-        q = _unpack(rep, dx, layout)
+        q = _unpack(p._map(lambda t: t.repeat_interleave(P, 0)), dx, layout)
         J = self.combine(dproj, {n: getattr(q, n) for n in PRIORS},
                          {k: v.repeat_interleave(P, 0) for k, v in sc.items()},
                          self.has68().repeat_interleave(P, 0), None)

@@ -310,6 +310,7 @@ class Tracker:
         self.pending: list[tuple[FrameObs, FlameParams]] = []  # fitted, not final (the tail)
         self.history: list[FlameParams] = []  # last final frames (original intrinsics), oldest first
         self.shot = 0  # counts resets (cuts, lost faces): frames of one shot are continuous
+        self._last_residual: float | None = None  # median landmark residual of the last window
         self.last_points: np.ndarray | None = None
         self.stats = {"windows": 0, "cold_windows": 0, "reinit": 0, "reinit_kept_warm": 0, "cuts": 0, "no_face": 0,
                       "fitted": 0, "known": 0}
@@ -356,6 +357,7 @@ class Tracker:
         self.history = []
         self.pending = []
         self.last_points = None
+        self._last_residual = None
         self.shot += 1
 
     def finish(self) -> None:
@@ -527,7 +529,10 @@ class Tracker:
         frames = [o for o, _ in self.pending] + self.new
         cold = not self.history and not self.pending
         res = self._fit(frames, cold)
-        if not cold and float(np.max(res[1])) > self.cfg.reinit_error:
+        # a cold refit where the warm start got lost: the residual is above reinit_error AND well above what the
+        # last frames reached (some faces fit no better than ~0.09 from any start; refitting those costs 2x)
+        level = 1.5 * self._last_residual if self._last_residual is not None else 0.0
+        if not cold and float(np.max(res[1])) > max(self.cfg.reinit_error, level):
             self.stats["reinit"] += 1
             history = self.history
             self.history = []
@@ -544,6 +549,7 @@ class Tracker:
         out = [TrackedFrame(frames[i], params[i], "ok", cold, float(residuals[i]), self.shot) for i in range(n_final)]
         self.stats["fitted"] += n_final
         self.history = (self.history + params[:n_final])[-max(self.cfg.history, 1):]
+        self._last_residual = float(np.median(residuals))
         self.pending = list(zip(frames[n_final:], params[n_final:], strict=True))
         self.new = []
         self.timings["fit_s"] += time.perf_counter() - t0
