@@ -22,13 +22,23 @@ class StageConfig:
     """One optimisation stage: at most ``iters`` Adam iterations at learning rate ``lr`` (0 iterations skips the
     stage). ``resolution``: internal image side for the photometric stages (0: the fit's ``resolution``); a coarse
     stage before a fine one is cheaper per iteration. An item stops early when its loss improved by less than
-    ``early_stop_rel`` (relative) over the last ``early_stop_patience`` iterations (0 patience: never)."""
+    ``early_stop_rel`` (relative) over the last ``early_stop_patience`` iterations (0 patience: never).
+    ``solver``: 'adam', or 'lm' (Levenberg-Marquardt, for the stages without rendering: rigid, landmarks; at most
+    ``lm_iters`` iterations, each item stops when a step lowers its loss by less than ``lm_rel_tol`` (relative);
+    a stage with a term that has no least-squares form, or with a parameter shared across the batch, runs Adam);
+    ``lm_freeze``: parameters LM holds fixed in this stage (a converged landmark fit trades the global rotation
+    against the neck's where Adam's few small steps do not: the landmark stage keeps the rigid stage's global
+    pose and turns the head with the neck, under its prior)."""
 
     iters: int = 100
     lr: float = 0.01
     resolution: int = 0
     early_stop_patience: int = 0
     early_stop_rel: float = 1e-3
+    solver: str = "adam"
+    lm_iters: int = 30
+    lm_rel_tol: float = 1e-3
+    lm_freeze: tuple[str, ...] = ()
 
 
 @dataclass
@@ -130,8 +140,9 @@ class FitConfig:
     robust_scale: float = 0.1  # photometric Geman-McClure scale (RGB units)
     photometric_landmark_scale: float = 1.0  # factor on the landmark terms during the photometric stage
     adam_beta2: float = 0.999  # Adam's second-moment decay
-    rigid: StageConfig = field(default_factory=lambda: StageConfig(iters=30, lr=0.005))
-    landmarks: StageConfig = field(default_factory=lambda: StageConfig(iters=120, lr=0.02))
+    rigid: StageConfig = field(default_factory=lambda: StageConfig(iters=30, lr=0.005, solver="lm"))
+    landmarks: StageConfig = field(default_factory=lambda: StageConfig(iters=120, lr=0.02, solver="lm",
+                                                                       lm_freeze=("global_pose",)))
     appearance: StageConfig = field(default_factory=lambda: StageConfig(iters=20, lr=0.05))
     # coarse-to-fine: the photometric stage first at a lower resolution (0 iterations: off)
     photometric_coarse: StageConfig = field(default_factory=lambda: StageConfig(iters=0, lr=0.05, resolution=160))

@@ -94,12 +94,17 @@ RULES: list[tuple[str, Range]] = [
     ("*factor*", Range(0.0, None, what="factor")),
     ("*scale*", Range(0.0, None, what="scale")),
     ("*early_stop_rel*", Range(0.0, None, what="relative loss improvement")),
+    ("*lm_rel_tol*", Range(0.0, None, what="relative loss improvement")),
 ]
 
 ENUMS: dict[str, tuple[str, ...]] = {
     "texture.mode": ("auto", "pca", "free"),
     "texture.light": ("sh9", "sh9x3"),
+    "*.solver": ("adam", "lm"),  # globs allowed (first exact key, then the first matching pattern)
 }
+
+# stages that render: Levenberg-Marquardt (finite-difference Jacobians) is for the landmark stages only
+RENDERING_STAGES = ("appearance", "photometric_coarse", "photometric", "offset", "texture_only")
 
 
 def rule_for(key: str) -> Range | None:
@@ -114,6 +119,17 @@ def check_config(cfg: Any) -> None:
     """Raise one :class:`ConfigError` listing every invalid value of the config tree ``cfg`` (a dataclass)."""
     errors: list[str] = []
     _walk(cfg, "", errors)
+    from flamefit.fit.params import FlameParams
+
+    fields = [f.name for f in dataclasses.fields(FlameParams) if f.name != "extras"]
+    for name in ("rigid", "landmarks") + RENDERING_STAGES:
+        bad = [f for f in getattr(getattr(cfg, name, None), "lm_freeze", ()) if f not in fields]
+        if bad:
+            errors.append(f"`{name}.lm_freeze` names unknown parameters {bad}; parameters are {', '.join(fields)}")
+    for name in RENDERING_STAGES:
+        if getattr(getattr(cfg, name, None), "solver", "adam") == "lm":
+            errors.append(f"`{name}.solver` = 'lm' is only for the stages without rendering (rigid, landmarks); "
+                          "use 'adam'")
     if errors:
         count = f" ({len(errors)} problems)" if len(errors) > 1 else ""
         raise ConfigError(f"invalid config{count}: " + "; ".join(errors))
@@ -138,6 +154,8 @@ def _check_leaf(value: Any, key: str, errors: list[str]) -> None:
         return
     if isinstance(value, str):
         allowed = ENUMS.get(key)
+        if allowed is None:
+            allowed = next((v for k, v in ENUMS.items() if "*" in k and fnmatchcase(key, k)), None)
         if allowed is not None and value not in allowed:
             errors.append(f"`{key}` = {value!r} is not one of {', '.join(repr(a) for a in allowed)}")
         return

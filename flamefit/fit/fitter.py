@@ -320,7 +320,7 @@ class Fitter:
         out = []
         for b in range(B):
             item_logs = [StageLog(lg.name, lg.iters, lg.seconds / B, lg.item_loss_start[b], lg.item_loss_end[b],
-                                  {}, lg.iters_run) for lg in logs]
+                                  {}, lg.item_iters_run[b] if lg.item_iters_run else lg.iters_run) for lg in logs]
             if B == 1:
                 item_logs = logs
             out.append(RawFit(params=params._map(lambda t, b=b: t[b:b + 1].detach().clone()),

@@ -9,12 +9,14 @@ whole batch, since a shared parameter has one value for all.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 from flamefit.errors import FlamefitError
+from flamefit.fit import terms as T
 from flamefit.fit.params import FlameParams
 from flamefit.fit.stages import Stage
 from flamefit.fit.terms import FitContext
@@ -51,6 +53,7 @@ class StageLog:
     iters_run: int = 0  # iterations actually run (early stopping)
     item_loss_start: list = field(default_factory=list)
     item_loss_end: list = field(default_factory=list)
+    item_iters_run: list = field(default_factory=list)  # per item (early stopping, LM convergence)
 
 
 def evaluate(stage: Stage, ctx: FitContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -72,8 +75,11 @@ def _check_finite(values: torch.Tensor, batch, stage: Stage, iteration: int) -> 
 
 def run_stage(fitter, stage: Stage, params: FlameParams, batch, sharing: Sharing | None = None,
               callback=None) -> tuple[FlameParams, StageLog]:
-    """Run ``stage`` from ``params`` (B rows); returns the kept parameters and a log."""
+    """Run ``stage`` from ``params`` (B rows); returns the kept parameters and a log. ``stage.solver == 'lm'``
+    runs Levenberg-Marquardt where it applies (:func:`lm_applies`), else Adam."""
     sharing = sharing or Sharing()
+    if stage.solver == "lm" and lm_applies(stage, params, sharing):
+        return _run_lm(fitter, stage, params, batch, callback)
     t0 = time.perf_counter()
     params = params.detach()
     B = params.batch_size
@@ -102,12 +108,18 @@ def run_stage(fitter, stage: Stage, params: FlameParams, batch, sharing: Sharing
     history: list[torch.Tensor] = []
     first = None
     iters_run = 0
+    item_iters = torch.zeros(B, dtype=torch.int64)
+    pixels = None  # fixed geometry: the render's pixels, once for the stage
+    if stage.frozen_render:
+        from flamefit.fit.frozen import FrozenRender
+
+        pixels = FrozenRender(fitter, params, batch.level(stage.resolution or batch.resolution))
     for i in range(stage.iters):
         f = stage.lr_factor(i)
         for g, lr0 in zip(opt.param_groups, base_lr, strict=True):
             g["lr"] = lr0 * f
         opt.zero_grad(set_to_none=True)
-        ctx = FitContext(fitter, batch, current(), stage.resolution or None)
+        ctx = FitContext(fitter, batch, current(), stage.resolution or None, pixels)
         total, terms = evaluate(stage, ctx)
         values = total.detach().cpu()
         _check_finite(values, batch, stage, i)
@@ -124,6 +136,7 @@ def run_stage(fitter, stage: Stage, params: FlameParams, batch, sharing: Sharing
                 for n, v in frozen.items():
                     leaves[n][~active] = v
         iters_run = i + 1
+        item_iters += active.to(item_iters.dtype) if not any_shared else 1
         if callback is not None:
             callback(stage.name.value, i + 1, stage.iters)
         if stage.early_stop_patience > 0:
@@ -131,7 +144,7 @@ def run_stage(fitter, stage: Stage, params: FlameParams, batch, sharing: Sharing
             if not bool(active.any()):
                 break
     with torch.no_grad():
-        ctx = FitContext(fitter, batch, current(), stage.resolution or None)
+        ctx = FitContext(fitter, batch, current(), stage.resolution or None, pixels)
         total, terms = evaluate(stage, ctx)
         values = total.detach().cpu()
         _check_finite(values, batch, stage, iters_run)
@@ -144,7 +157,7 @@ def run_stage(fitter, stage: Stage, params: FlameParams, batch, sharing: Sharing
         first = best.clone()
     log = StageLog(stage.name.value, stage.iters, time.perf_counter() - t0, float(first.sum()), float(best.sum()),
                    {k: float(v.sum()) for k, v in best_terms.items()}, iters_run,
-                   first.tolist(), best.tolist())
+                   first.tolist(), best.tolist(), item_iters.tolist())
     return out, log
 
 
@@ -188,3 +201,100 @@ def _update_active(active: torch.Tensor, history: list[torch.Tensor], stage: Sta
             active[:] = False
     else:
         active &= ~conv
+
+
+# -- Levenberg-Marquardt for the stages without rendering -------------------------------------------------------
+
+# finite-difference step and central differences per field: the landmarks are affine in the coefficients in the
+# model frame (forward differences with a large step are exact there but for the projection), nonlinear in poses
+_FD_SPEC = {"shape": (0.1, False), "expression": (0.1, False), "global_pose": (1e-3, True),
+            "neck_pose": (1e-3, True), "jaw_pose": (1e-3, True), "eye_pose": (1e-3, True),
+            "translation": (1e-4, True), "cam_translation": (1e-4, True), "focal_px": (1e-3, True)}
+
+
+def _lm_fields(stage: Stage, params: FlameParams) -> list[str]:
+    """The free fields LM solves for: those present, not in ``stage.lm_freeze``, with a non-zero lr scale (0
+    freezes a field, as in Adam)."""
+    return [n for n in stage.free if getattr(params, n) is not None and getattr(params, n).numel()
+            and stage.lr_scale.get(n, 1.0) != 0 and n not in stage.lm_freeze]
+
+
+def lm_applies(stage: Stage, params: FlameParams, sharing: Sharing) -> bool:
+    """LM needs a stage without rendering, every term with a least-squares form, no shared free parameter, and
+    finite-difference steps for its fields."""
+    if stage.photometric or any(sharing.is_shared(n) for n in stage.free):
+        return False
+    if any(type(t).residuals is T.LossTerm.residuals for t in stage.terms):
+        return False
+    return all(n in _FD_SPEC for n in _lm_fields(stage, params))
+
+
+@torch.no_grad()
+def _run_lm(fitter, stage: Stage, params: FlameParams, batch, callback=None) -> tuple[FlameParams, StageLog]:
+    from flamefit.fit.landmarks import head_yaw_rad
+    from flamefit.fit.lm import levenberg_marquardt
+
+    t0 = time.perf_counter()
+    params = params.detach()
+    base = dataclasses.replace(params, tex_offset=None)  # no least-squares term reads the offset map: not per row
+    B = params.batch_size
+    names = _lm_fields(stage, params)
+    sizes = [getattr(params, n)[0].numel() for n in names]
+    shapes = [getattr(params, n).shape[1:] for n in names]
+    x0 = torch.cat([getattr(params, n).reshape(B, -1) for n in names], 1)
+    steps = torch.cat([torch.full((k,), _FD_SPEC[n][0]) for n, k in zip(names, sizes, strict=True)])
+    central = torch.cat([torch.full((k,), _FD_SPEC[n][1]) for n, k in zip(names, sizes, strict=True)])
+    if "focal_px" in names:  # a relative step for the focal length (pixels of the crop)
+        i = names.index("focal_px")
+        off = sum(sizes[:i])
+        steps[off] = _FD_SPEC["focal_px"][0] * float(params.focal_px.abs().mean().clamp(min=1.0))
+    steps = steps.to(x0)
+
+    def unpack(x: torch.Tensor, rows: torch.Tensor) -> FlameParams:
+        p = base._map(lambda t: t.index_select(0, rows))
+        off = 0
+        for n, k, shp in zip(names, sizes, shapes, strict=True):
+            setattr(p, n, x[:, off:off + k].reshape(x.shape[0], *shp))
+            off += k
+        return p
+
+    def residuals(x: torch.Tensor, rows: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        yaw = None
+        if fitter.landmarks68 is not None and ref is not x:  # the contour of the linearisation point
+            p_ref = unpack(ref, rows)
+            yaw = head_yaw_rad(p_ref.global_pose, p_ref.neck_pose)
+        ctx = FitContext(fitter, _select_batch(batch, rows), unpack(x, rows), None, contour_yaw_rad=yaw)
+        return torch.cat([t.residuals(ctx) for t in stage.terms], 1)
+
+    def check(r: torch.Tensor, iteration: int) -> None:
+        _check_finite(0.5 * r.double().pow(2).sum(-1), batch, stage, iteration)
+
+    cb = None if callback is None else (lambda i, n: callback(stage.name.value, i, n))
+    res = levenberg_marquardt(residuals, x0, stage.lm_iters, steps, central, rel_tol=stage.lm_rel_tol,
+                              callback=cb, check=check)
+    out = unpack(res.x, torch.arange(B))._map(lambda t: t.detach().clone())
+    out.tex_offset = params.tex_offset
+    total, terms = evaluate(stage, FitContext(fitter, batch, out, None))
+    values = total.detach().cpu()
+    _check_finite(values, batch, stage, res.iters_run)
+    log = StageLog(stage.name.value, stage.lm_iters, time.perf_counter() - t0, float(res.loss_start.sum()),
+                   float(values.sum()), {k: float(v.detach().sum()) for k, v in terms.items()}, res.iters_run,
+                   res.loss_start.float().tolist(), values.tolist(), res.item_iters)
+    return out, log
+
+
+def _select_batch(batch, items: torch.Tensor):
+    """Rows ``items`` (item indices, repeats allowed) of ``batch``: targets and landmark tensors, no image
+    levels (the rows of a finite-difference Jacobian)."""
+    if items.shape[0] == batch.size and bool((items == torch.arange(batch.size)).all()):
+        return batch
+    idx = items.tolist()
+
+    def sel(t):
+        return None if t is None else t[items.to(t.device)]
+
+    return dataclasses.replace(batch, targets=[batch.targets[i] for i in idx], crops=[batch.crops[i] for i in idx],
+                               lmk68=sel(batch.lmk68), lmk68_weights=sel(batch.lmk68_weights), has68=sel(batch.has68),
+                               dense=sel(batch.dense), dense_weights=sel(batch.dense_weights),
+                               has_dense=sel(batch.has_dense), focal_px=sel(batch.focal_px),
+                               principal_px=sel(batch.principal_px), levels={})

@@ -18,6 +18,7 @@ from enum import Enum
 from flamefit.errors import ConfigError
 from flamefit.fit import terms as T
 from flamefit.fit.config import FitConfig, StageConfig
+from flamefit.fit.frozen import GEOMETRY_FIELDS
 
 
 class StageName(str, Enum):
@@ -41,7 +42,8 @@ class Stage:
     """One optimisation stage (see module doc). ``resolution``: render size in pixels (0: no render);
     ``lr_scale``: per-field multipliers of ``lr``; the lr follows a cosine from ``lr`` to ``lr * lr_final``;
     an item stops early when its loss improved by less than ``early_stop_rel`` over ``early_stop_patience``
-    iterations (0: never)."""
+    iterations (0: never); ``frozen_render``: the stage frees no geometry or camera parameter, so its render's
+    pixels are computed once (:mod:`flamefit.fit.frozen`)."""
 
     name: StageName
     free: tuple[str, ...]
@@ -53,6 +55,12 @@ class Stage:
     resolution: int = 0
     early_stop_patience: int = 0
     early_stop_rel: float = 1e-3
+    # geometry and camera fixed: render once per stage (flamefit.fit.frozen), per iteration only shade and compare
+    frozen_render: bool = False
+    solver: str = "adam"  # or 'lm' (flamefit.fit.lm): at most lm_iters iterations, per-item tolerance lm_rel_tol
+    lm_iters: int = 30
+    lm_rel_tol: float = 1e-3
+    lm_freeze: tuple[str, ...] = ()  # fields LM holds fixed
 
     @property
     def photometric(self) -> bool:
@@ -140,5 +148,8 @@ def build_stages(cfg: FitConfig, *, has68: bool, has_dense: bool, n_tex: int, fr
         res = (sc.resolution or cfg.resolution) if photometric else 0
         stages.append(Stage(name=name, free=tuple(free), terms=tuple(terms), iters=sc.iters, lr=sc.lr,
                             lr_scale=scale, lr_final=optim.lr_final_fraction, resolution=min(res, cfg.resolution),
-                            early_stop_patience=sc.early_stop_patience, early_stop_rel=sc.early_stop_rel))
+                            early_stop_patience=sc.early_stop_patience, early_stop_rel=sc.early_stop_rel,
+                            frozen_render=photometric and not (set(free) & GEOMETRY_FIELDS),
+                            solver=sc.solver, lm_iters=sc.lm_iters, lm_rel_tol=sc.lm_rel_tol,
+                            lm_freeze=tuple(sc.lm_freeze)))
     return stages

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from flamefit import ibug68
 from flamefit.fit import losses as L
 from flamefit.fit.params import FlameParams
 from flamefit.render.camera import project_points
@@ -22,11 +23,15 @@ class FitContext:
     """Everything a term may read at one iteration: the batch's targets, the current (B-row) parameters, and
     derived quantities computed at most once per iteration (vertices, projected landmarks, the render)."""
 
-    def __init__(self, fitter, batch, params: FlameParams, render_size: int | None = None):
+    def __init__(self, fitter, batch, params: FlameParams, render_size: int | None = None, frozen=None,
+                 contour_yaw_rad: torch.Tensor | None = None):
         self.fitter = fitter
         self.batch = batch
         self.params = params
         self.render_size = render_size  # None: a stage without rendering (landmark vertices suffice)
+        self.frozen = frozen  # a FrozenRender: geometry fixed for the stage, its pixels computed once
+        # (B,) yaw that picks the 68-point contour instead of the params' own (finite-difference Jacobians)
+        self.contour_yaw_rad = contour_yaw_rad
 
     @functools.cached_property
     def vertices(self) -> torch.Tensor:
@@ -44,7 +49,10 @@ class FitContext:
 
     def _project(self, which: str) -> torch.Tensor:
         verts, faces = self._landmark_mesh
-        pts = self.fitter.model_points(self.params, verts, which=(which,), faces=faces)[which]
+        if which == "68" and self.contour_yaw_rad is not None:
+            pts = self.fitter.landmarks68.project(verts, faces, self.contour_yaw_rad)
+        else:
+            pts = self.fitter.model_points(self.params, verts, which=(which,), faces=faces)[which]
         return project_points(self.fitter.to_camera(self.params, pts), self.K)
 
     @functools.cached_property
@@ -80,6 +88,32 @@ class LossTerm:
     def value(self, ctx: FitContext) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def residuals(self, ctx: FitContext) -> torch.Tensor | None:
+        """(B,M) residuals with ``self(ctx) == 0.5 * |r|^2`` per item, for least-squares solvers
+        (:mod:`flamefit.fit.lm`); None: this term has no such form (its stage then runs Adam)."""
+        return None
+
+
+def _robust_residuals(pred_px, target_px, image_size: float, weights, delta: float, scale: float) -> torch.Tensor:
+    """Residual vectors of :func:`flamefit.fit.losses.landmark_loss` x ``scale``: each point's error vector,
+    rescaled so that half its squared length is the point's Huber loss (exact, not IRLS)."""
+    e = (pred_px - target_px) / image_size  # (B,N,2)
+    d = e.norm(dim=-1)
+    robust = torch.sqrt(2 * delta * (d - 0.5 * delta).clamp(min=0)) / d.clamp(min=1e-12)
+    s = torch.where(d < delta, torch.ones_like(d), robust)
+    w = weights.to(e.dtype).expand(d.shape) if weights is not None else torch.ones_like(d)
+    s = s * torch.sqrt(w.clamp(min=0) * scale / d.shape[1])
+    return (e * s.unsqueeze(-1)).flatten(1)
+
+
+def _gap_residuals(pred68, target68, groups, image_size: float, scale: float) -> torch.Tensor:
+    """Residuals of sums of ``_gap_loss`` terms: ``scale * mean_k |gap_k|^2`` per (upper, lower) group."""
+    out = []
+    for upper, lower in groups:
+        g = (pred68[:, list(upper)] - pred68[:, list(lower)]) - (target68[:, list(upper)] - target68[:, list(lower)])
+        out.append((g / image_size).flatten(1) * (2 * scale / len(upper)) ** 0.5)
+    return torch.cat(out, 1)
+
 
 @dataclass
 class Landmark68Term(LossTerm):
@@ -90,6 +124,11 @@ class Landmark68Term(LossTerm):
     def value(self, ctx):
         b = ctx.batch
         return L.landmark_loss(ctx.lmk68_px, b.lmk68, float(b.resolution), b.lmk68_weights, self.delta)
+
+    def residuals(self, ctx):
+        b = ctx.batch
+        return _robust_residuals(ctx.lmk68_px, b.lmk68, float(b.resolution), b.lmk68_weights, self.delta,
+                                 self.weight)
 
 
 @dataclass
@@ -102,6 +141,11 @@ class DenseLandmarkTerm(LossTerm):
         b = ctx.batch
         return L.landmark_loss(ctx.dense_px, b.dense, float(b.resolution), b.dense_weights, self.delta)
 
+    def residuals(self, ctx):
+        b = ctx.batch
+        return _robust_residuals(ctx.dense_px, b.dense, float(b.resolution), b.dense_weights, self.delta,
+                                 self.weight)
+
 
 @dataclass
 class EyeClosureTerm(LossTerm):
@@ -111,6 +155,12 @@ class EyeClosureTerm(LossTerm):
         b = ctx.batch
         v = L.eye_closure_loss(ctx.lmk68_px, b.lmk68, float(b.resolution))
         return v * b.has68.to(v)
+
+    def residuals(self, ctx):
+        b = ctx.batch
+        groups = ((ibug68.RIGHT_EYE_UPPER, ibug68.RIGHT_EYE_LOWER), (ibug68.LEFT_EYE_UPPER, ibug68.LEFT_EYE_LOWER))
+        r = _gap_residuals(ctx.lmk68_px, b.lmk68, groups, float(b.resolution), self.weight / 2)
+        return r * b.has68.to(r).unsqueeze(1)
 
 
 @dataclass
@@ -122,6 +172,12 @@ class LipDistanceTerm(LossTerm):
         v = L.lip_distance_loss(ctx.lmk68_px, b.lmk68, float(b.resolution))
         return v * b.has68.to(v)
 
+    def residuals(self, ctx):
+        b = ctx.batch
+        groups = ((ibug68.INNER_LIP_UPPER, ibug68.INNER_LIP_LOWER),)
+        r = _gap_residuals(ctx.lmk68_px, b.lmk68, groups, float(b.resolution), self.weight)
+        return r * b.has68.to(r).unsqueeze(1)
+
 
 @dataclass
 class PriorTerm(LossTerm):
@@ -131,6 +187,10 @@ class PriorTerm(LossTerm):
 
     def value(self, ctx):
         return L.l2_prior(getattr(ctx.params, self.field))
+
+    def residuals(self, ctx):
+        x = getattr(ctx.params, self.field)
+        return x.flatten(1) * (2 * self.weight) ** 0.5
 
 
 @dataclass
@@ -149,6 +209,8 @@ class PhotometricTerm(LossTerm):
     robust_scale: float = 0.1
 
     def value(self, ctx):
+        if ctx.frozen is not None:  # same loss and gradients, from the stage's precomputed pixels
+            return ctx.frozen.photometric_loss(ctx.params, self.robust_scale)
         out, lv = ctx.render, ctx.level
         return L.photometric_loss_clipped(out.rgb, lv.image, lv.mask, out.alpha, self.robust_scale)
 

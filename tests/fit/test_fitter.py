@@ -310,11 +310,16 @@ def test_pca_space_without_uvs_is_refused_on_a_generated_atlas(synthetic_setup):
     Fitter(model, texture_space=None, dense_landmarks=dense, config=fast_config())  # free albedo: the atlas is fine
 
 
-def test_fresh_clone_synthetic_model(synthetic_setup):
-    """No ../shared needed: sphere-head model, dense landmarks only, free albedo on planar UVs."""
+@pytest.mark.parametrize("solver,bound", [("adam", 0.8), ("lm", 0.85)])
+def test_fresh_clone_synthetic_model(synthetic_setup, solver, bound):
+    """No ../shared needed: sphere-head model, dense landmarks only, free albedo on planar UVs. With the landmark
+    stage solved to convergence (LM) the 60 random points and a near-zero shape prior let the shape follow the
+    landmark noise a little more than Adam's 40 small steps do (0.81 vs 0.75 of the mean face's error here; on the
+    stand-in FLAME model LM is the more accurate one: `flamefit bench fit`)."""
     model, dense, ts = synthetic_setup
     f = Fitter(model, texture_space=ts, dense_landmarks=dense,
-               config=fast_config("n_shape=20", "n_expr=10", "weights.shape_prior=1e-6"))
+               config=fast_config("n_shape=20", "n_expr=10", "weights.shape_prior=1e-6",
+                                  f"landmarks.solver={solver}"))
     c = S.make_case(f, seed=1, height=160, width=150)
     raw = f.fit(c.target)
     region = np.ones(model.num_vertices, bool)
@@ -323,7 +328,7 @@ def test_fresh_clone_synthetic_model(synthetic_setup):
     mean.shape = torch.zeros_like(mean.shape)
     mean.expression = torch.zeros_like(mean.expression)
     base = _errors(f, mean, c, region)
-    assert err["aligned_mm"] < 0.8 * base["aligned_mm"], (err, base)
+    assert err["aligned_mm"] < bound * base["aligned_mm"], (err, base)
     r = make_result(f, raw)
     if f.landmarks68 is None:
         assert r.lmks_68_fit is None and "lmks_68_fit" in r.missing
