@@ -119,9 +119,10 @@ def recovery_and_inpainting(a: dict, work: Path, *, n_build: int, n_test: int, n
     k_built = space_maps(Iteration(work / "synth_work", 0).space, size)[1].shape[0]
     ks = sorted({0, 1, 5, min(10, k_built), k_built, true.n_components})  # 0: the mean alone
 
-    def rms(mean, basis, region):
-        out = {str(k): round(reconstruction_rms(mean, basis, held, region, k), 3) for k in ks if k < basis.shape[0]}
-        out["all"] = round(reconstruction_rms(mean, basis, held, region, None), 3)
+    def rms(mean, basis, region):  # k = 0 (the mean alone), 1, 5, 10, ..., and all of the space's components
+        K = int(basis.shape[0])
+        out = {str(k): round(reconstruction_rms(mean, basis, held, region, k), 3) for k in ks if k < K}
+        out[f"all ({K})"] = round(reconstruction_rms(mean, basis, held, region, None), 3)
         return out
 
     def table(region) -> dict:

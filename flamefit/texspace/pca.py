@@ -295,29 +295,30 @@ def fit_pca_missing(maps: torch.Tensor, known: torch.Tensor, n_components: int, 
         if not math.isfinite(noise_var):
             total = float(res.explained_variance.double().sum() / max(1e-12, float(res.explained_variance_ratio.sum())))
             noise_var = max(1e-8, (total - float(res.explained_variance.sum())) / (idx.numel() * 3))
-        new = comp.clone()
-        sq, n_known, n_out = 0.0, 0, 0
-        Bf = B.reshape(K, -1).float()  # (K,T*3)
+        # every photo's normal matrix G_i = sum over its known texels t of P_t = sum_c B_tc B_tc^T, as one
+        # (N,T) x (T,K*K) product in chunks of texels (3x fewer flops than per-photo masked products)
+        m = (kn0 & ~rejected).float()  # (N,T)
+        Bt = B.float().permute(1, 2, 0)  # (T,3,K)
+        G = torch.zeros(N, K * K, dtype=torch.float64, device=maps.device)
+        for s0 in range(0, Bt.shape[0], 2048):
+            blk = Bt[s0:s0 + 2048]
+            P = torch.einsum("tck,tcl->tkl", blk, blk).reshape(blk.shape[0], K * K)
+            G += (m[:, s0:s0 + 2048] @ P).double()
+        R = X - mu.float()  # (N,T,3)
+        rhs = ((R * m.unsqueeze(-1)).reshape(N, -1) @ B.float().reshape(K, -1).T).double()  # (N,K)
         eye = torch.eye(K, dtype=torch.float64, device=maps.device)
-        for i in range(N):  # one photo at a time: (K,T*3) temporaries only
-            x = X[i].double()
-            kn = kn0[i] & ~rejected[i]
-            m = kn.repeat_interleave(3).float()
-            Bm = Bf * m
-            G = (Bm @ Bf.T).double()
-            rhs = (Bm @ (x - mu).reshape(-1).float()).double()
-            code = torch.linalg.solve(G + noise_var * eye, rhs)
-            rec = mu + (code.float() @ Bf).double().view(-1, 3)
-            kn = kn0[i]
-            err = (x - rec).abs().amax(-1)  # (T,)
-            if robust is not None and t >= robust_after and kn.any():
-                bad = kn & (err > robust * 1.4826 * err[kn].median())
-                rejected[i] = bad
-                n_out += int(bad.sum())
-                kn = kn & ~bad
-            sq += float(((x - rec).pow(2) * kn.unsqueeze(-1)).sum())
-            n_known += int(kn.sum()) * 3
-            new[i] = torch.where(kn.unsqueeze(-1), x, rec).float()
+        code = torch.linalg.solve(G.view(N, K, K) + noise_var * eye, rhs.unsqueeze(-1)).squeeze(-1)
+        rec = mu.float() + (code.float() @ B.float().reshape(K, -1)).view(N, -1, 3)  # (N,T,3)
+        kn = kn0
+        if robust is not None and t >= robust_after:
+            err = (X - rec).abs().amax(-1)  # (N,T)
+            med = torch.nanmedian(torch.where(kn0, err, torch.full_like(err, float("nan"))), dim=1).values
+            rejected = kn0 & (err > robust * 1.4826 * torch.nan_to_num(med, nan=float("inf")).unsqueeze(1))
+            kn = kn0 & ~rejected
+        n_out = int(rejected.sum())
+        sq = float(((X - rec).pow(2) * kn.unsqueeze(-1)).double().sum())
+        n_known = int(kn.sum()) * 3
+        new = torch.where(kn.unsqueeze(-1), X, rec)
         change = float((new - comp).norm() / comp.norm().clamp_min(1e-12))
         comp = new
         noise_var = max(1e-8, sq / max(1, n_known))

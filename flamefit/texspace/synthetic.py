@@ -132,7 +132,8 @@ def reconstruction_rms(mean: torch.Tensor, basis: torch.Tensor, albedos: torch.T
     R = X - mu
     if kk > 0:
         A = basis[:kk].reshape(kk, -1, 3)[:, reg].reshape(kk, -1).to(X).T  # (D,k)
-        sol = torch.linalg.lstsq(A, R.T).solution  # (k,N)
+        # gelsd (SVD) with a cutoff: a space can be rank-deficient inside the region (components living elsewhere)
+        sol = torch.linalg.lstsq(A, R.T, rcond=1e-10, driver="gelsd").solution  # (k,N)
         R = R - (A @ sol).T
     rms = R.pow(2).mean(1).sqrt() * 255.0
     return rms if per_map else float(R.pow(2).mean().sqrt() * 255.0)

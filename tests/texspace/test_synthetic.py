@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from flamefit.model.texture_space import load_texture_space, resize_map
@@ -69,3 +70,19 @@ def test_differs_from_the_standin_space(shared_assets):
     basis64 = resize_map(standin.basis, (64, 64))
     other = reconstruction_rms(mean64, basis64, held, space.region)
     assert own < 1e-3 and other > 5.0
+
+
+def test_reconstruction_rms_never_grows_with_k_on_a_rank_deficient_space():
+    """A space can have components that are zero inside the scored region (they live elsewhere in the layout):
+    least squares must then ignore them, not blow up."""
+    from flamefit.texspace.synthetic import reconstruction_rms
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(6, 8, 8, 3, generator=g, dtype=torch.float64)
+    basis[3:] = 0.0
+    basis[4, 0, 0, 0] = 1e-9  # numerically zero
+    albedos = torch.randn(4, 8, 8, 3, generator=g, dtype=torch.float64)
+    region = torch.ones(8, 8, dtype=torch.bool)
+    rms = [reconstruction_rms(torch.zeros(8, 8, 3, dtype=torch.float64), basis, albedos, region, k) for k in range(7)]
+    assert all(b <= a + 1e-9 for a, b in zip(rms, rms[1:], strict=False))
+    assert rms[6] == pytest.approx(rms[3], rel=1e-6)
