@@ -88,8 +88,31 @@ class FrozenRender:
 
     def photometric_loss(self, params: FlameParams, scale: float) -> torch.Tensor:
         """(B,) the loss of :func:`flamefit.fit.losses.photometric_loss` on the render of ``params``."""
-        rgb = (self.albedo(params) * self.shading(params)).clamp(0.0, 1.0)
-        r2 = (rgb - self.image).pow(2).sum(0)
-        rho = r2 / (r2 + scale * scale) * self.weight
-        total = rho.new_zeros(self.batch_size).index_add(0, self.batch_index, rho)
-        return total / self.denom
+        rgb = self.albedo(params) * self.shading(params)
+        return _RobustPixels.apply(rgb, self.image, self.weight / self.denom[self.batch_index], self.batch_index,
+                                   self.batch_size, float(scale))
+
+
+class _RobustPixels(torch.autograd.Function):
+    """Per item: sum over its pixels of ``w * rho(|clamp(rgb, 0, 1) - image|)`` with Geman-McClure
+    ``rho(r) = r^2 / (r^2 + s^2)``; rgb, image (3,N), w (N,), bidx (N,) -> (B,). One node instead of a dozen: the
+    offset stage's iterations are a few milliseconds."""
+
+    @staticmethod
+    def forward(ctx, rgb, image, w, bidx, B: int, scale: float):
+        clamped = rgb.clamp(0.0, 1.0)
+        diff = clamped - image
+        r2 = diff.pow(2).sum(0)
+        s2 = scale * scale
+        den = r2 + s2
+        ctx.save_for_backward(rgb, diff, den, w, bidx)
+        ctx.s2 = s2
+        return (r2 / den * w).new_zeros(B).index_add_(0, bidx, r2 / den * w)
+
+    @staticmethod
+    def backward(ctx, g):
+        rgb, diff, den, w, bidx, = ctx.saved_tensors
+        # d rho / d r2 = s^2 / (r2 + s^2)^2; d r2 / d rgb = 2 diff inside [0, 1], 0 where clamped
+        k = (2 * ctx.s2) * w * g.index_select(0, bidx) / den.pow(2)
+        g_rgb = diff * k * ((rgb >= 0) & (rgb <= 1)).to(diff.dtype)
+        return g_rgb, None, None, None, None, None

@@ -104,3 +104,25 @@ def test_a_cached_stage_runs_as_the_uncached_one(pca_fitter):
     assert logs[1].loss_start == pytest.approx(logs[0].loss_start, rel=1e-5)
     assert logs[1].loss_end == pytest.approx(logs[0].loss_end, rel=1e-3)
     assert logs[1].loss_end < 0.9 * logs[1].loss_start
+
+
+def test_offset_regularizers_in_one_node_match_the_loss_functions():
+    from flamefit.fit import losses as L
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 9, 7, 3, generator=g, dtype=torch.float64)
+    w = torch.tensor([0.3, 1.7, 0.9], dtype=torch.float64)
+    p = type("P", (), {"tex_offset": None})()
+    grads = []
+    for fused in (True, False):
+        p.tex_offset = x.clone().requires_grad_(True)
+        ctx = FitContext(None, None, p)
+        if fused:
+            vals = ctx.offset_regularizers
+        else:
+            o = p.tex_offset
+            vals = torch.stack([L.map_l2(o), L.map_smoothness(o), L.map_symmetry(o)], 1)
+        (vals * w).sum().backward()
+        grads.append((vals.detach(), p.tex_offset.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-12)
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-10, atol=1e-14)
