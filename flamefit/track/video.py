@@ -199,7 +199,10 @@ def track_video(video, out_dir, fitter, detector, cfg: TrackConfig | None = None
         for frame in reader:
             t_decode += time.perf_counter() - t1
             counts["selected"] += 1
-            if frame.index in done and is_frame_done(out_dir, frame.index):
+            # frames of another segment (this one's warm-up/cool-down) are always tracked here, never read back:
+            # a segment's result must not depend on whether its neighbour ran first
+            if frame.index in done and owned(FrameObs(frame.index, frame.time_s, None)) \
+                    and is_frame_done(out_dir, frame.index):
                 params, pts = load_frame(out_dir, frame.index)
                 obs = FrameObs(frame.index, frame.time_s, None)
                 if pts is not None:
