@@ -228,7 +228,7 @@ def _barycentrics(verts_px: torch.Tensor, faces: torch.Tensor, pix_tri: torch.Te
     """
     B, V, _ = verts_px.shape
     F = faces.shape[0]
-    cidx = corner_index(faces, B, V)
+    cidx = None if numba_for(verts_px) else corner_index(faces, B, V)  # the numba kernels index faces directly
     gidx = pix_batch * F + pix_tri if B > 1 else pix_tri
     return RasterBary.apply(verts_px, cidx, gidx, pix_x, pix_y, bool(perspective_correct), faces)
 
@@ -340,7 +340,7 @@ class RasterBary(torch.autograd.Function):
             from flamefit.render import _pixel_numba as pn
 
             verts_c = verts.detach().contiguous()
-            M = cidx.shape[1]
+            M = verts.shape[0] * faces.shape[0]
             coef = verts.new_empty(M, 11)
             inv_area = verts.new_empty(M)
             pn.face_coefs(verts_c.numpy(), faces.numpy(), perspective, coef.numpy(), inv_area.numpy())

@@ -61,7 +61,8 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 def _vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """:func:`vertex_normals` for checked inputs (faces int64 in [0, V), on verts' device)."""
     B, V, _ = verts.shape
-    return VertexNormals.apply(verts, corner_index(faces, B, V), faces).view(B, V, 3)
+    cidx = None if numba_for(verts) else corner_index(faces, B, V)  # the numba kernels index faces directly
+    return VertexNormals.apply(verts, cidx, faces).view(B, V, 3)
 
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
