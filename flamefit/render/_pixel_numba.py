@@ -503,3 +503,93 @@ def texture_backward(tex, uv, bidx, wrap, g_out, want_tex, want_uv, g_tex, g_uv)
         if want_uv:
             g_uv[0, n] = gx * Wt
             g_uv[1, n] = -gy * Ht
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FM)
+def shade_albedo_forward(color, raw, sh, starts, out):
+    """out (C,N) = color (C,N) * SH irradiance of the normalised raw normals (3,N); sh (B,9,Cs), Cs = C or 1
+    (shared by the channels); pixels of image b are starts[b]:starts[b+1]. Same maths as
+    ``color * sh_forward(raw / |raw|)`` with the length clamped like ``mesh_renderer._normalize_t``."""
+    C = color.shape[0]
+    Cs = sh.shape[2]
+    for b in range(starts.shape[0] - 1):
+        s = 0 if sh.shape[0] == 1 else b
+        for n in range(starts[b], starts[b + 1]):
+            x = raw[0, n]
+            y = raw[1, n]
+            z = raw[2, n]
+            inv = 1.0 / np.sqrt(max(x * x + y * y + z * z, 1e-24))
+            x *= inv
+            y *= inv
+            z *= inv
+            for c in range(C):
+                k = c if Cs > 1 else 0
+                shade = (_C0 * sh[s, 0, k] + _C1 * (sh[s, 1, k] * x + sh[s, 2, k] * y + sh[s, 3, k] * z)
+                         + _C2 * (sh[s, 4, k] * x * y + sh[s, 5, k] * x * z + sh[s, 6, k] * y * z)
+                         + _C3 * sh[s, 7, k] * (x * x - y * y) + _C4 * sh[s, 8, k] * (3.0 * z * z - 1.0))
+                out[c, n] = color[c, n] * shade
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FM)
+def shade_albedo_backward(color, raw, sh, starts, g_out, want_color, want_raw, want_sh, g_color, g_raw, g_sh):
+    """Writes g_color (C,N) and g_raw (3,N) (those wanted); accumulates g_sh (B,9,Cs) (zeroed by the caller)."""
+    C = color.shape[0]
+    Cs = sh.shape[2]
+    acc = np.zeros((9, Cs))
+    for b in range(starts.shape[0] - 1):
+        s = 0 if sh.shape[0] == 1 else b
+        acc[:] = 0.0
+        for n in range(starts[b], starts[b + 1]):
+            rx = raw[0, n]
+            ry = raw[1, n]
+            rz = raw[2, n]
+            sq = rx * rx + ry * ry + rz * rz
+            clamped = sq < 1e-24
+            inv = 1.0 / np.sqrt(max(sq, 1e-24))
+            x = rx * inv
+            y = ry * inv
+            z = rz * inv
+            gx = 0.0
+            gy = 0.0
+            gz = 0.0
+            for c in range(C):
+                k = c if Cs > 1 else 0
+                g = g_out[c, n]
+                if want_color:
+                    shade = (_C0 * sh[s, 0, k] + _C1 * (sh[s, 1, k] * x + sh[s, 2, k] * y + sh[s, 3, k] * z)
+                             + _C2 * (sh[s, 4, k] * x * y + sh[s, 5, k] * x * z + sh[s, 6, k] * y * z)
+                             + _C3 * sh[s, 7, k] * (x * x - y * y) + _C4 * sh[s, 8, k] * (3.0 * z * z - 1.0))
+                    g_color[c, n] = g * shade
+                gs = g * color[c, n]  # d loss / d irradiance
+                if want_sh:
+                    acc[0, k] += gs
+                    acc[1, k] += gs * x
+                    acc[2, k] += gs * y
+                    acc[3, k] += gs * z
+                    acc[4, k] += gs * x * y
+                    acc[5, k] += gs * x * z
+                    acc[6, k] += gs * y * z
+                    acc[7, k] += gs * (x * x - y * y)
+                    acc[8, k] += gs * (3.0 * z * z - 1.0)
+                if want_raw:
+                    gx += gs * (_C1 * sh[s, 1, k] + _C2 * (sh[s, 4, k] * y + sh[s, 5, k] * z)
+                                + 2.0 * _C3 * sh[s, 7, k] * x)
+                    gy += gs * (_C1 * sh[s, 2, k] + _C2 * (sh[s, 4, k] * x + sh[s, 6, k] * z)
+                                - 2.0 * _C3 * sh[s, 7, k] * y)
+                    gz += gs * (_C1 * sh[s, 3, k] + _C2 * (sh[s, 5, k] * x + sh[s, 6, k] * y)
+                                + 6.0 * _C4 * sh[s, 8, k] * z)
+            if want_raw:
+                if clamped:  # the clamped length is a constant
+                    g_raw[0, n] = gx * inv
+                    g_raw[1, n] = gy * inv
+                    g_raw[2, n] = gz * inv
+                else:  # d (r / |r|) / d r = (I - n n^T) / |r|
+                    d = gx * x + gy * y + gz * z
+                    g_raw[0, n] = (gx - d * x) * inv
+                    g_raw[1, n] = (gy - d * y) * inv
+                    g_raw[2, n] = (gz - d * z) * inv
+        if want_sh:
+            for j in range(9):
+                cj = _C0 if j == 0 else (_C1 if j < 4 else (_C2 if j < 7 else (_C3 if j == 7 else _C4)))
+                for k in range(Cs):
+                    g_sh[s, j, k] += cj * acc[j, k]

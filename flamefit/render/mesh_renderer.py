@@ -26,7 +26,7 @@ from flamefit.render._backend import check_faces, check_float, check_image_size
 from flamefit.render.antialias import Composite, _silhouette_pairs, pair_geometry
 from flamefit.render.interpolate import _interpolate_t
 from flamefit.render.rasterize import Fragments, _rasterize
-from flamefit.render.shade import _vertex_normals, sh_shading_packed
+from flamefit.render.shade import _vertex_normals, shade_albedo_packed
 from flamefit.render.texture import texture_packed_t
 from flamefit.render.visibility import vertex_visibility
 
@@ -150,8 +150,7 @@ def render_mesh(verts_world: torch.Tensor, faces: torch.Tensor, camera, *, albed
         color = verts_world.new_ones(3, frags.pix.shape[0])
     if sh is not None:
         normals_raw = per_pix[-3:]
-        color = color * sh_shading_packed(_normalize_t(normals_raw), sh.to(verts_world.dtype), frags.counts,
-                                          frags.pix_batch)
+        color = shade_albedo_packed(color, normals_raw, sh.to(verts_world.dtype), frags.counts, frags.pix_batch)
 
     # colour over the background and coverage, anti-aliased, in one pass (no full-image intermediates)
     P = B * H * W

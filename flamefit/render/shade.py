@@ -255,3 +255,47 @@ class SHShading(torch.autograd.Function):
             g_normals[1] = c1 * g[2] + c2 * (x * g[4] + z * g[6]) - (2 * c3) * y * g[7]
             g_normals[2] = c1 * g[3] + c2 * (x * g[5] + y * g[6]) + (6 * c4) * z * g[8]
         return g_normals, g_sh, None, None
+
+
+def shade_albedo_packed(color: torch.Tensor, normals_raw: torch.Tensor, sh: torch.Tensor, counts: list[int],
+                        batch_index: torch.Tensor) -> torch.Tensor:
+    """``color * sh_shading_packed(normalize(normals_raw), sh, counts)`` for packed (C,N) colours and raw
+    (unnormalised, interpolated) normals (3,N), as one autograd op (numba on CPU): the renderer's shading, without
+    the per-pixel temporaries of the composed form. Inputs as checked by :func:`render_mesh`."""
+    sh = _as_sh9c(sh).to(color.dtype)
+    if (numba_for(color) and normals_raw.dtype == color.dtype and sh.shape[-1] in (1, color.shape[0])
+            and (sh.shape[0] == 1 or sh.shape[0] == len(counts))):
+        return ShadeAlbedo.apply(color, normals_raw, sh, counts)
+    sq = normals_raw * normals_raw
+    unit = normals_raw * torch.rsqrt((sq[0] + sq[1] + sq[2]).clamp_min(1e-24))
+    return color * sh_shading_packed(unit, sh, counts, batch_index)
+
+
+class ShadeAlbedo(torch.autograd.Function):
+    """See :func:`shade_albedo_packed` (numba kernels ``shade_albedo_forward/backward``)."""
+
+    @staticmethod
+    def forward(ctx, color, raw, sh, counts: list[int]):
+        from flamefit.render import _pixel_numba as pn
+
+        color, raw, sh = color.detach().contiguous(), raw.detach().contiguous(), sh.detach().contiguous()
+        starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        out = torch.empty_like(color)
+        pn.shade_albedo_forward(color.numpy(), raw.numpy(), sh.numpy(), starts, out.numpy())
+        ctx.save_for_backward(color, raw, sh)
+        ctx.starts = starts
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        from flamefit.render import _pixel_numba as pn
+
+        color, raw, sh = ctx.saved_tensors
+        want_color, want_raw, want_sh = ctx.needs_input_grad[:3]
+        g_color = torch.empty_like(color) if want_color else color.new_empty(1, 1)
+        g_raw = torch.empty_like(raw) if want_raw else raw.new_empty(3, 1)
+        g_sh = torch.zeros_like(sh)
+        pn.shade_albedo_backward(color.numpy(), raw.numpy(), sh.numpy(), ctx.starts, g_out.contiguous().numpy(),
+                                 want_color, want_raw, want_sh, g_color.numpy(), g_raw.numpy(), g_sh.numpy())
+        return (g_color if want_color else None), (g_raw if want_raw else None), (g_sh if want_sh else None), None

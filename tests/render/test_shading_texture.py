@@ -191,3 +191,36 @@ def test_sh_gradient_matches_finite_differences_through_rendering():
     sh = torch.randn(1, 9, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda s: sh_shading(n_img, s), (sh,), eps=1e-6, atol=1e-6)
     assert np.isfinite(sh_shading(n_img, sh).detach().numpy()).all()
+
+
+@pytest.mark.parametrize("batch,sh_channels", [(1, 3), (3, 3), (3, 1)])
+def test_shade_albedo_fused_equals_composed_and_finite_differences(monkeypatch, batch, sh_channels):
+    """The renderer's fused shading (numba) equals colour * SH(normalised raw normals) composed of the public
+    ops, values and gradients (colour, raw normals, light), and its gradients match finite differences."""
+    import flamefit.render._backend as backend
+    from flamefit.render.shade import shade_albedo_packed
+
+    g = torch.Generator().manual_seed(7)
+    counts = [5, 0, 7][:batch] if batch > 1 else [9]
+    N = sum(counts)
+    bidx = torch.repeat_interleave(torch.arange(batch), torch.tensor(counts))
+    color = torch.rand(3, N, generator=g, dtype=torch.float64)
+    raw = torch.randn(3, N, generator=g, dtype=torch.float64) * 0.3  # unnormalised, as interpolated
+    sh = torch.randn(batch, 9, sh_channels, generator=g, dtype=torch.float64)
+    sh_in = sh if sh_channels == 3 else sh[..., 0]  # (B,9): one set shared by the channels
+    go = torch.randn(3, N, generator=g, dtype=torch.float64)
+    results = []
+    for numba_on in (True, False):
+        monkeypatch.setattr(backend, "NUMBA_KERNELS", numba_on)
+        leaves = [t.clone().requires_grad_(True) for t in (color, raw, sh_in)]
+        out = shade_albedo_packed(leaves[0], leaves[1], leaves[2], counts, bidx)
+        results.append((out, *torch.autograd.grad(out, leaves, go)))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+    sq = raw * raw
+    unit = raw / (sq[0] + sq[1] + sq[2]).sqrt()
+    torch.testing.assert_close(results[0][0], color * sh_shading_packed(unit, sh_in, counts))
+    monkeypatch.setattr(backend, "NUMBA_KERNELS", True)
+    assert torch.autograd.gradcheck(lambda c, r, s: shade_albedo_packed(c, r, s, counts, bidx),
+                                    tuple(t.clone().requires_grad_(True) for t in (color, raw, sh_in)), eps=1e-6,
+                                    atol=1e-6)
