@@ -10,9 +10,10 @@ smooth trajectories to the tracker's per-frame values (a Whittaker smoother: per
 the expression, which change within a syllable.
 
 Streaming with constant memory: frames are held (parameters and landmarks only, no images) until ``lag`` later
-frames have arrived; each solve continues the last two frames handed out (kept fixed: no jump at the seams
-between solves, nor where a resumed run continues the frames of the killed one). A new shot (cut, lost face)
-flushes: the smoother never mixes shots, and the last frames of a shot are smoothed one-sided. A segment of a
+frames have arrived; each solve sees the tracker's values of the ``lag`` frames before (so the trend of the depth
+comes from the data on both sides, not from the frames handed out) and passes through the last frame handed out
+(no step between solves, nor where a resumed run continues the frames of the killed one). A new shot (cut, lost
+face) flushes: the smoother never mixes shots, and the last frames of a shot are smoothed one-sided. A segment of a
 parallel run tracks ``lag`` frames past its end for this (:func:`flamefit.track.video.track_video`).
 """
 
@@ -44,45 +45,40 @@ def _lambda_vector(lam: dict, row) -> np.ndarray:
     return np.concatenate(out)
 
 
-def whittaker(y: np.ndarray, lam: np.ndarray, fixed: np.ndarray | None = None) -> np.ndarray:
-    """(T,C) -> (T,C): per channel c, ``argmin_x |x - y|^2 + lam[c] |D2 [fixed; x]|^2`` (D2: second differences),
-    where ``fixed`` (P,C), P <= 2, are values before ``y`` that stay as they are (frames already handed out: the
-    result continues them without a jump). Channels with lam 0 are returned as given."""
+HARD = 1.0e9  # measurement weight of a frame already handed out: the result passes through it
+# frames handed out that a solve passes through: one (no step; the rate may change there). Two would also fix the
+# rate, and with the depth's stiffness that locks in the first block's trend for the whole shot.
+PINNED = 1
+
+
+def whittaker(y: np.ndarray, lam: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(T,C) -> (T,C): per channel c, ``argmin_x sum_t w_t (x_t - y_t)^2 + lam[c] |D2 x|^2`` (D2: second
+    differences; ``weights`` (T,), default 1; :data:`HARD` pins a frame). Channels with lam 0 are returned as
+    given."""
     from scipy.linalg import solveh_banded
 
     y = np.asarray(y, np.float64)
-    P = 0 if fixed is None else len(fixed)
-    T = y.shape[0]
-    n = T + P
+    n = y.shape[0]
     out = y.copy()
-    if n < 3 or T == 0:
+    if n < 3:
         return out
-    # D2^T D2 of n frames as symmetric bands: main diagonal, first and second off-diagonals
-    d2 = np.zeros((n - 2, 3)) + (1.0, -2.0, 1.0)
+    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    # D2^T D2 as symmetric bands: main diagonal, first and second off-diagonals
+    d2 = np.array([1.0, -2.0, 1.0])
     diag = np.zeros(n)
-    off1 = np.zeros(n - 1)
-    off2 = np.zeros(n - 2)
     for k in range(3):
-        diag[k:n - 2 + k] += d2[:, k] ** 2
-    off1[0:n - 2] += d2[:, 0] * d2[:, 1]
-    off1[1:n - 1] += d2[:, 1] * d2[:, 2]
-    off2[:] = d2[:, 0] * d2[:, 2]
+        diag[k:n - 2 + k] += d2[k] ** 2
+    off1 = np.zeros(n - 1)
+    off1[0:n - 2] += d2[0] * d2[1]
+    off1[1:n - 1] += d2[1] * d2[2]
+    off2 = np.full(n - 2, d2[0] * d2[2])
     for c in np.nonzero(np.asarray(lam) > 0)[0]:
         lc = float(lam[c])
         ab = np.zeros((3, n))
         ab[0, 2:] = lc * off2
         ab[1, 1:] = lc * off1
-        ab[2] = lc * diag
-        ab[2, P:] += 1.0
-        rhs = y[:, c].copy()
-        if P:  # the fixed frames' couplings move to the right-hand side
-            f = np.asarray(fixed, np.float64)[:, c]
-            for i in range(min(2, T)):
-                for k in range(P):
-                    gap = P + i - k
-                    if gap <= 2:
-                        rhs[i] -= (lc * (off1[k] if gap == 1 else off2[k])) * f[k]
-        out[:, c] = solveh_banded(ab[:, P:], rhs)
+        ab[2] = lc * diag + w
+        out[:, c] = solveh_banded(ab, w * y[:, c])
     return out
 
 
@@ -122,7 +118,9 @@ class ZeroLagSmoother:
         self.lag = int(lag)
         self.lam = dict(DEFAULT_LAMBDA if lam is None else lam)
         self.held: list = []  # TrackedFrames not yet handed out (raw tracker values)
-        self.past: list[np.ndarray] = []  # values of the last <= 2 frames handed out (same shot), kept fixed
+        # the last <= lag frames handed out (same shot): (tracker value, value handed out); the raw values inform
+        # the new frames' smoothing, the last two handed-out values are kept (no step between solves)
+        self.past: list[tuple[np.ndarray, np.ndarray]] = []
         self.shot = None
         self._lam_vec = None
         self.seconds = 0.0
@@ -151,7 +149,8 @@ class ZeroLagSmoother:
         if self.shot is not None and shot != self.shot:
             self.past = []
         self.shot = shot
-        self.past = (self.past + [_flat(params)])[-2:]
+        v = _flat(params)  # its tracker value is not stored: the value written stands in for it
+        self.past = (self.past + [(v, v)])[-self.lag:]
 
     def _flush(self) -> None:
         if self.held:
@@ -166,13 +165,17 @@ class ZeroLagSmoother:
         t0 = time.perf_counter()
         if self._lam_vec is None:
             self._lam_vec = _lambda_vector(self.lam, self.held[0].params)
-        raw = np.stack([_flat(f.params) for f in self.held])
-        x = whittaker(raw, self._lam_vec, np.stack(self.past) if self.past else None)
+        raw = [_flat(f.params) for f in self.held]
+        P = len(self.past)
+        y = np.stack([r for r, _ in self.past[:-PINNED]] + [e for _, e in self.past[-PINNED:]] + raw)
+        w = np.ones(len(y))
+        w[max(P - PINNED, 0):P] = HARD
+        x = whittaker(y, self._lam_vec, w)[P:]
         out = []
         for i in range(n):
             fr = self.held[i]
             out.append(dataclasses.replace(fr, params=_with_values(fr.params, x[i]), residual=None))
-        self.past = (self.past + list(x[:n]))[-2:]
+        self.past = (self.past + list(zip(raw[:n], x[:n], strict=True)))[-self.lag:]
         self.held = self.held[n:]
         self.seconds += time.perf_counter() - t0
         self.sink(out)
