@@ -252,7 +252,8 @@ class MissingDataInfo:
 
 def fit_pca_missing(maps: torch.Tensor, known: torch.Tensor, n_components: int, *, init: torch.Tensor | None = None,
                     region: torch.Tensor | None = None, iters: int = 10, robust: float | None = 3.0,
-                    robust_after: int = 2) -> tuple[PCAResult, torch.Tensor, MissingDataInfo]:
+                    robust_after: int = 2, robust_floor: float = 0.05
+                    ) -> tuple[PCAResult, torch.Tensor, MissingDataInfo]:
     """PCA of maps with missing texels (EM-PCA): the texels a photo did not see (``known`` False) are not data.
 
     Starting from ``init`` (N,H,W,3) (completed maps, e.g. a classical fill; default: the known texels' mean per
@@ -262,7 +263,9 @@ def fit_pca_missing(maps: torch.Tensor, known: torch.Tensor, n_components: int, 
     So the space is fitted to what was observed, and the fills no longer teach it their own texture. With
     ``robust`` (after ``robust_after`` iterations) a photo's known texels further than ``robust`` x its robust
     residual sd (1.4826 x median absolute residual, max over channels) from its reconstruction are treated as
-    unknown in that iteration (misregistered edges, specular or shadowed spots of a fit).
+    unknown in that iteration (misregistered edges, specular or shadowed spots of a fit), if also further than
+    ``robust_floor`` (RGB 0..1): with nearly as many components as maps the fit is almost exact and the relative
+    test alone would reject sound texels.
 
     -> (the PCA of the final completed maps, those maps (N,H,W,3), :class:`MissingDataInfo`).
     """
@@ -313,7 +316,8 @@ def fit_pca_missing(maps: torch.Tensor, known: torch.Tensor, n_components: int, 
         if robust is not None and t >= robust_after:
             err = (X - rec).abs().amax(-1)  # (N,T)
             med = torch.nanmedian(torch.where(kn0, err, torch.full_like(err, float("nan"))), dim=1).values
-            rejected = kn0 & (err > robust * 1.4826 * torch.nan_to_num(med, nan=float("inf")).unsqueeze(1))
+            limit = (robust * 1.4826 * torch.nan_to_num(med, nan=float("inf"))).clamp_min(robust_floor)
+            rejected = kn0 & (err > limit.unsqueeze(1))
             kn = kn0 & ~rejected
         n_out = int(rejected.sum())
         sq = float(((X - rec).pow(2) * kn.unsqueeze(-1)).double().sum())

@@ -105,3 +105,11 @@ def test_face_texels_lie_in_the_layout(shared_assets):
     assert 0.05 < float(face.sum() / layout.sum()) < 0.6
 
 
+
+
+def test_em_pca_with_as_many_components_as_the_maps_allow_rejects_nothing():
+    """K = N - 1 reproduces every map almost exactly: tiny residuals must not make sound texels outliers."""
+    maps, _, _, g = _space(n=6, rank=5, seed=3)
+    known = _holes(6, maps.shape[1], g)
+    _, _, info = fit_pca_missing(maps, known, 5, iters=5)
+    assert info.outlier_fraction == 0.0
