@@ -315,7 +315,7 @@ def real_photos(a: dict, shared: Path, work: Path, *, n_build: int, n_test: int,
 @click.option("--iterations", type=click.IntRange(min=1, max=5), default=1, show_default=True,
               help="Build iterations (each refits with the previous space); every iteration's space is scored.")
 @click.option("--pca", "pca_method", type=click.Choice(["missing", "completed"]),
-              help="PCA of the builds (default: the pipeline's default, missing-data EM-PCA).")
+              help="PCA of the builds (default: the pipeline's, PCA of the completed maps).")
 @click.option("--gauge", type=click.Choice(["light_dc", "none"]), help="Albedo-vs-light gauge of the builds.")
 @click.option("--min-weight", type=click.FloatRange(min=0.0, max=1.0, max_open=True),
               help="Unwrap weight below which a texel is unknown (default: the pipeline's).")

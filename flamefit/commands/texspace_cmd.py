@@ -79,8 +79,8 @@ def _train_opts(fn):
 def _space_opts(fn):
     opts = [
         click.option("--pca", "pca_method", type=click.Choice(PCA_METHODS),
-                     help="'missing' (default): EM-PCA that treats the texels a photo did not see as missing data "
-                          "(the fills only start it); 'completed': plain PCA of the filled maps."),
+                     help="'completed' (default): PCA of the filled maps; 'missing': EM-PCA that treats the texels "
+                          "a photo did not see as missing data (the fills only start it; measured no better)."),
         click.option("--gauge", type=click.Choice(GAUGES),
                      help="'light_dc' (default): rescale each map to the set's median ambient light (a photo fixes "
                           "only albedo x light); 'none': each fit's own brightness."),

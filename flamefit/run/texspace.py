@@ -95,6 +95,19 @@ class UnwrapWorker:
                       data={"fit_s": meta["fit_s"], "unwrap_s": meta["unwrap_s"], "worker_peak_rss_mb": peak_rss_mb()})
 
 
+def _stamp(space: str | None) -> list[int] | None:
+    """(size, mtime_ns) of the space file: changes when an earlier iteration rebuilds it."""
+    import os
+
+    if not space:
+        return None
+    try:
+        st = os.stat(space)
+    except OSError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
 def unwrap_runner(items: Sequence[Item], spec: RunSpec, make_executor: Callable[[], object], *, reporter=None,
                   size: int = 256, detections: str | None = None) -> Callable:
     """The ``unwrap(iteration, space)`` callable of :func:`flamefit.texspace.pipeline.build`: runs
@@ -109,11 +122,14 @@ def unwrap_runner(items: Sequence[Item], spec: RunSpec, make_executor: Callable[
         from flamefit.run.runner import run_items
 
         rec = read_stage(it, "unwrap")
-        if (rec and rec.get("items") == names and not rec.get("failed")
+        stamp = _stamp(space)
+        # maps fitted with another version of the space (the previous iteration rebuilt): every photo is refitted
+        stale = bool(rec) and rec.get("texture_space_stamp", stamp) != stamp
+        if (rec and not stale and rec.get("items") == names and not rec.get("failed")
                 and finished_names(it.unwrapped) == sorted(rec.get("ok", []))):
             return {**rec, "skipped": True}
         run_spec = dataclasses.replace(
-            spec, worker=WORKER, out_dir=str(it.unwrapped), outputs=["npz"],
+            spec, worker=WORKER, out_dir=str(it.unwrapped), outputs=["npz"], overwrite=spec.overwrite or stale,
             assets={**spec.assets, "texture_space": str(space) if space else None},
             options={**spec.options, "size": int(size), "detections": detections})
         summary = run_items(run_spec, list(items), executor=make_executor(), reporter=reporter)
@@ -124,7 +140,7 @@ def unwrap_runner(items: Sequence[Item], spec: RunSpec, make_executor: Callable[
         return write_stage(it, "unwrap", {
             "items": names, "ok": sorted(r.name for r in done), "n_ok": len(done),
             "n_fitted_this_run": len(fitted), "n_skipped": summary.n_skipped, "n_failed": len(failed),
-            "failed": failed, "texture_space": str(space) if space else None,
+            "failed": failed, "texture_space": str(space) if space else None, "texture_space_stamp": stamp,
             "seconds": round(summary.seconds, 3),
             "seconds_per_photo": (round(sum(r.seconds for r in fitted) / len(fitted), 3) if fitted else None),
             "worker_peak_rss_mb": max((r.data.get("worker_peak_rss_mb", 0.0) for r in fitted), default=None),

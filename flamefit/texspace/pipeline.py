@@ -83,7 +83,7 @@ class BuildConfig:
     inpaint_channels: int = 16
     min_coverage: float = 0.0
     gauge: str = "light_dc"
-    pca: str = "missing"
+    pca: str = "completed"
     em_iters: int = 10
     seed: int = 0
 

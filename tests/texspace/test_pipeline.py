@@ -137,6 +137,14 @@ def test_iterations_refit_with_the_built_space(synthetic_photos, tmp_path, tiny_
     meta = json.loads((tmp_path / "w" / "iter1" / "unwrapped" / "synth_0000.json").read_text())
     assert meta["texture_space"] == str(tmp_path / "w" / "iter0" / "space.npz")
     assert "train-inpaint" not in report.iterations[0]  # a classical fill needs no network
+    # a rerun with another PCA rebuilds iteration 0's space: iteration 1's fits are stale and are redone
+    report = build(tmp_path / "w", tmp_path / "s.npz", _cfg(iterations=2, fill="mirror_then_membrane", pca="missing"),
+                   _runner(p, tiny_fit, imgs), start_space=None, flame=str(p["flame"]))
+    assert report.iterations[0]["unwrap"].get("skipped") and not report.iterations[0]["pca"].get("skipped")
+    assert report.iterations[1]["unwrap"]["n_fitted_this_run"] == 3
+    report = build(tmp_path / "w", tmp_path / "s.npz", _cfg(iterations=2, fill="mirror_then_membrane", pca="missing"),
+                   _runner(p, tiny_fit, imgs), start_space=None, flame=str(p["flame"]))
+    assert all(report.iterations[i][s].get("skipped") for i in (0, 1) for s in ("unwrap", "inpaint", "pca"))
 
 
 def test_work_folder_keeps_its_map_size(built, synthetic_photos, tiny_fit):
@@ -164,7 +172,7 @@ def test_pca_region_can_be_limited_to_texels_the_photos_saw(built):
 
 def test_pca_stage_records_the_gauge_and_the_missing_data_pca(built):
     """The unwrap stage keeps each fit's light; the PCA stage rescales the maps to the set's median ambient light
-    and fits the space to the seen texels only (EM); 'completed' and 'none' switch both off."""
+    (default) and, with pca='missing', fits the space to the seen texels only (EM)."""
     from flamefit.texspace.pipeline import Iteration, gauge_gains, pca_stage
     from flamefit.texspace.store import read_meta
 
@@ -173,7 +181,7 @@ def test_pca_stage_records_the_gauge_and_the_missing_data_pca(built):
     assert len(read_meta(paths[0])["light_sh"]) == 9  # sh9: one light for the three channels
     gains, info = gauge_gains(paths, "light_dc")
     assert gains.shape == (4, 3) and float(np.median(gains[:, 0].numpy())) == pytest.approx(1.0)
-    doc = pca_stage(it, _cfg(), force=True)
+    doc = pca_stage(it, _cfg(pca="missing"), force=True)
     assert doc["pca"] == "missing" and doc["gauge"] == "light_dc" and doc["em_iterations"] == 10
     assert doc["gain_min"] <= 1.0 <= doc["gain_max"] and 0 <= doc["em_outlier_fraction"] < 0.5
     with np.load(it.space) as d:
@@ -184,4 +192,5 @@ def test_pca_stage_records_the_gauge_and_the_missing_data_pca(built):
         assert not np.allclose(d["tex_dir"], em_dir)
     again = pca_stage(it, _cfg(pca="completed", gauge="none"))
     assert again.get("skipped")
-    assert not pca_stage(it, _cfg()).get("skipped")  # another PCA method: redone
+    assert not pca_stage(it, _cfg()).get("skipped")  # the default gauge: redone
+    assert pca_stage(it, _cfg()).get("skipped")
