@@ -11,15 +11,22 @@ optimisation loop) with:
   extrapolated at constant velocity for the rigid head motion;
 - :class:`flamefit.track.terms.TemporalTerm` (velocity + acceleration), which also sees the last written frames,
   frozen, so there is no seam between windows;
-- a fixed lag: a frame is final (handed to the sink) once it has been fitted with ``tail`` frames after it, so the
-  output runs ``tail`` frames behind the input and the smoothing is two-sided (no phase lag).
+- a fixed lag: a frame is final once it has been fitted with ``tail`` frames after it;
+- ``smooth='zero-lag'`` (default): the windows' temporal terms are scaled down to a regulariser
+  (``zero_lag_forward``) and :class:`flamefit.track.smoother.ZeroLagSmoother` smooths the final frames with
+  ``smooth_lag`` frames of past and future (the output runs ``tail + smooth_lag`` frames behind the input).
+  Strong causal smoothing freezes the camera depth, which the landmarks pin down least, and biases it against
+  the expressions: on the synthetic clip of ``flamefit bench track`` the whole-clip aligned vertex error was 2.5x
+  the per-frame one with ``smooth='window'`` (the windows' terms alone), 1.6x with the zero-lag smoother.
 
 Shot cuts and lost faces: a frame without a face flushes the window, is reported as ``no_face`` (never invented)
 and clears the temporal history; a jump of the detected landmarks larger than ``cut_jump`` x the face size between
 consecutive frames is a cut (flush, clear history, re-initialise); a warm-started window whose landmark residual
-exceeds ``reinit_error`` x the face size is fitted again from a cold start.
+exceeds ``reinit_error`` x the face size, and 1.5x the level of the last window, is fitted again from a cold
+start (kept only where it fits better).
 
-Memory is constant in the length of the video: the tracker holds at most ``window + tail`` frames.
+Memory is constant in the length of the video: the tracker holds at most ``window + tail`` frames with their
+images, the smoother ``2 x smooth_lag`` frames' parameters.
 """
 
 from __future__ import annotations
