@@ -7,6 +7,10 @@ frozen, so shading does not bend the shape early) -> photometric_coarse (everyth
 iterations to get close; off by default: on a CPU the per-iteration cost is mostly resolution-independent) ->
 photometric (everything) -> offset (per-texel offset, geometry frozen). ``texture`` (for ``fit-texture``) refits
 texture and light of a saved fit.
+
+Solvers: Adam by default; the stages without rendering (rigid, landmarks) run Levenberg-Marquardt by default
+(``solver = "lm"``, :mod:`flamefit.fit.lm`), the stages that free no geometry render once (``frozen_render``,
+:mod:`flamefit.fit.frozen`).
 """
 
 from __future__ import annotations
