@@ -4,15 +4,22 @@ as `flamefit texspace build` (run layer -> fit + unwrap -> train-inpaint -> inpa
 (a) recovery of a known space: photos rendered on the stand-in model (random shape, expression, pose, SH light
     shared by the channels) with albedos from a made-up space (:mod:`flamefit.texspace.synthetic`, not the
     stand-in's), landmarks = projected model points + noise (MediaPipe cannot be trusted on stand-in renders); the
-    space is built from the images alone (start: the stand-in space) and scored by the RMS residual (0..255, face
-    texels) of held-out albedos of the true space after least squares onto mean + first k components, next to the
-    start space and the true space;
+    space is built from the images alone (start: the stand-in space; every ``--iterations`` round scored) and scored
+    by the RMS residual (0..255) of held-out albedos of the true space after least squares onto mean + first k
+    components, next to the start space and the true space, on the face-skin texels (what the photos' skin masks
+    show) and on every front-visible texel (scalp, neck, ears, eyeballs too: a third of them never seen by any
+    photo); plus how far each iteration's unwrapped maps are from the true albedos (scale, RMS before/after gauge);
 (b) inpainting: PSNR on held-out strokes in unwrapped maps of further rendered photos (not used for training),
     the trained network vs the classical fills; also on view-shaped holes (the texels another photo did not see);
 (c) real photos (``../shared/assets/images/faces_ccby``): a space built from the first ``--real-n`` photos, then the
     skin PSNR of fits with the PCA texture alone (no offset stage) on the last ``--real-test`` photos (not used to
     build it): built space vs the stand-in space (all its components, and as many as the built one);
 (d) seconds and peak memory per stage and per photo.
+
+Recovery, 16 + 3 rendered photos, 10 components, ``--workers 1 --threads 1 --iterations 2 --work DIR``, load 7-11
+(2026-11-29, face texels, k = 5 / 10): built 16.56 / 13.51 after iteration 1, 15.73 / 12.66 after iteration 2;
+stand-in 25.51 / 21.25 (12.89 with all 50); true 4.91 / 0.13. The same photos with the earlier defaults (``--pca
+completed --gauge none --min-weight 0.05``): 21.72 / 18.12.
 
 Measured 2026-11-29 on the 2-core machine (1 torch thread per process, 2 unwrap workers): the default run took
 217 s at load 1.6-2.8; the full real build (139 photos, 50 components, OpenCV fill) took 453 s to fit and unwrap

@@ -28,6 +28,19 @@ unwrapped maps of 4 fitted renders that the network never saw; network trained o
 (true geometry and light, no fit: ``flamefit.texspace.measure``) favours mirror-then-membrane; on maps unwrapped
 from fits, whose two halves carry different de-lighting errors, mirroring loses 2-4 dB. So the default is
 ``opencv_telea``; ``fill='network'`` trains and uses the network (the method as published) and stays available.
+
+What limits the recovery of a known space (``flamefit bench texspace`` (a), 16 rendered photos, stand-in start, RMS
+0..255 of 30 held-out albedos on the face-skin texels after least squares onto mean + 10 components; 2026-11-29,
+1 thread, load 7-11): the fit, not the PCA. Unwrapped with the TRUE geometry and light the seen texels are off by
+13 RMS; with the true geometry but the fitted light by 22; with the fit by 24: the fitted SH light (its band-2
+terms about twice the true ones) absorbs low-frequency albedo, and no later stage can undo that (re-estimating each
+light against the set's space, or projecting the SH patterns out of the maps, both measured worse: a smooth albedo
+pattern and an SH shading pattern look alike in every pose). Each fit also picks its own albedo-vs-light scale
+(0.85..1.23 of the truth). Hence the defaults: ``min_weight`` 0.3 (grazing texels carry the largest errors: 18.1
+-> 14.1), the ``light_dc`` gauge (14.1 -> 13.5), ``pca='completed'`` (EM-PCA over the seen texels, ``'missing'``,
+scored 13.8 here: the fills are not what hurts), and a second iteration helps a little (13.5 -> 12.7; real photos,
+12-photo build, 3 held-out: median skin PSNR 26.86 -> 26.89 dB, i.e. none). The true space scores 0.13, the
+stand-in 21.2 (12.9 with all its 50 components); true albedos with the fits' holes, filled and PCA'd, 3.5.
 """
 
 from __future__ import annotations
