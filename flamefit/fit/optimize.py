@@ -209,7 +209,8 @@ def _update_active(active: torch.Tensor, history: list[torch.Tensor], stage: Sta
 # model frame (forward differences with a large step are exact there but for the projection), nonlinear in poses
 _FD_SPEC = {"shape": (0.1, False), "expression": (0.1, False), "global_pose": (1e-3, True),
             "neck_pose": (1e-3, True), "jaw_pose": (1e-3, True), "eye_pose": (1e-3, True),
-            "translation": (1e-4, True), "cam_translation": (1e-4, True), "focal_px": (1e-3, True)}
+            "translation": (1e-4, True), "cam_translation": (1e-4, True),
+            "focal_px": (0.5, True)}  # pixels of the crop (focal lengths of hundreds to thousands): one step for all
 
 
 def _lm_fields(stage: Stage, params: FlameParams) -> list[str]:
@@ -244,10 +245,6 @@ def _run_lm(fitter, stage: Stage, params: FlameParams, batch, callback=None) -> 
     x0 = torch.cat([getattr(params, n).reshape(B, -1) for n in names], 1)
     steps = torch.cat([torch.full((k,), _FD_SPEC[n][0]) for n, k in zip(names, sizes, strict=True)])
     central = torch.cat([torch.full((k,), _FD_SPEC[n][1]) for n, k in zip(names, sizes, strict=True)])
-    if "focal_px" in names:  # a relative step for the focal length (pixels of the crop)
-        i = names.index("focal_px")
-        off = sum(sizes[:i])
-        steps[off] = _FD_SPEC["focal_px"][0] * float(params.focal_px.abs().mean().clamp(min=1.0))
     steps = steps.to(x0)
 
     def unpack(x: torch.Tensor, rows: torch.Tensor) -> FlameParams:

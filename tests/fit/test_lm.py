@@ -115,3 +115,17 @@ def test_solver_config_is_validated():
         load_config(overrides=["photometric.solver=lm"])
     with pytest.raises(ConfigError, match="lm_rel_tol"):
         load_config(overrides=["landmarks.lm_rel_tol=-1"])
+
+
+def test_lm_stages_in_a_batch_equal_single_fits_exactly(standin):
+    """Every residual call holds one item's rows, and no step size depends on the batch: the landmark stages of
+    B items solved together are bitwise those of each item alone (focal length free as well)."""
+    model, lmk, ts = standin
+    f = Fitter(model, texture_space=ts, landmarks68=lmk, config=fast_config("camera.optimize_focal=true"))
+    targets = [S.make_case(f, seed=s, height=150, width=140).target for s in (51, 52)]
+    both = f.fit_batch(targets, stages=("rigid", "landmarks"))
+    for t, raw_b in zip(targets, both, strict=True):
+        raw_1 = f.fit(t, stages=("rigid", "landmarks"))
+        for name in ("shape", "expression", "global_pose", "neck_pose", "cam_translation", "focal_px"):
+            assert torch.equal(getattr(raw_b.params, name), getattr(raw_1.params, name)), name
+        assert [s.iters_run for s in raw_b.stages] == [s.iters_run for s in raw_1.stages]
