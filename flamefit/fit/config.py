@@ -146,7 +146,8 @@ class FitConfig:
     appearance: StageConfig = field(default_factory=lambda: StageConfig(iters=20, lr=0.05))
     # coarse-to-fine: the photometric stage first at a lower resolution (0 iterations: off)
     photometric_coarse: StageConfig = field(default_factory=lambda: StageConfig(iters=0, lr=0.05, resolution=160))
-    photometric: StageConfig = field(default_factory=lambda: StageConfig(iters=150, lr=0.05))
+    # 100 at 0.1 after the LM landmark stage: as accurate as 150 at 0.05 (bench fit, 20 heads), a third fewer
+    photometric: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.1))
     offset: StageConfig = field(default_factory=lambda: StageConfig(iters=40, lr=0.01))
     texture_only: StageConfig = field(default_factory=lambda: StageConfig(iters=100, lr=0.01))  # fit-texture
     optim: OptimConfig = field(default_factory=OptimConfig)
