@@ -21,10 +21,12 @@ Recovery, 16 + 3 rendered photos, 10 components, ``--workers 1 --threads 1 --ite
 stand-in 25.51 / 21.25 (12.89 with all 50); true 4.91 / 0.13. The same photos with the earlier defaults (``--pca
 completed --gauge none --min-weight 0.05``): 21.72 / 18.12.
 
-Measured 2026-11-29 on the 2-core machine (1 torch thread per process, 2 unwrap workers): the default run took
-217 s at load 1.6-2.8; the full real build (139 photos, 50 components, OpenCV fill) took 453 s to fit and unwrap
-(6.5 s per photo per worker), 19 s to inpaint, 4 s for the PCA, and its PCA-only fits of the 4 held-out photos
-reached a median skin PSNR of 30.14 dB vs 28.88 dB with the stand-in space (better on each of the 4).
+Measured 2026-11-29 on the 2-core machine (1 torch thread per process, 2 unwrap workers, load 2-5): the full real
+build with the current defaults (``--real-n 139 --real-test 4 --components 50 --no-synthetic``: light_dc gauge,
+min_weight 0.3) took 434 s to fit and unwrap (6.2 s per photo per worker, worker peak 879 MB), 19 s to inpaint,
+4 s for the PCA (peak 1.2 GB); PCA-only fits of the 4 held-out photos reached a median skin PSNR of 30.09 dB vs
+29.09 with the stand-in space (better on each of the 4, by 0.8-1.3 dB). The earlier defaults on the earlier 139
+maps gave 30.14 vs 28.88 (another fit version); the PCA-side changes alone on those maps were within 0.2 dB.
 
 The defaults take several minutes on 2 cores (12 + 3 rendered photos, 6 + 2 real ones, 60 training steps); the
 full real build: ``--real-n 139 --real-test 4 --no-synthetic`` (add ``--work DIR`` to keep and resume it).
