@@ -30,7 +30,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "io": {"commands", "bench", "run", "cli"},
 }
 # Base modules: importable by everything, they import nothing from flamefit except these.
-BASE = {"errors": {"errors"}, "ibug68": {"errors"}, "assets": {"errors"}}
+BASE = {"errors": {"errors"}, "ibug68": {"errors"}, "assets": {"errors"}, "_numba": set()}
 
 # Arrows and cycles known to break the rules, each with the way out (for their owners; listed so that the suite
 # passes meanwhile). Only ever shrinks: a new violation fails the test, and so does an entry here that no longer

@@ -6,10 +6,10 @@ follow the dtype/device of their inputs.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch.autograd.function import once_differentiable
+
+from flamefit._numba import numba_available
 
 
 def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
@@ -118,18 +118,9 @@ def skin_vertices(v_posed: torch.Tensor, transforms: torch.Tensor, weights: torc
 NUMBA_KERNELS = True
 
 
-@functools.cache
-def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _numba_for(t: torch.Tensor) -> bool:
     return (NUMBA_KERNELS and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-            and _numba_available())
+            and numba_available())
 
 
 class _Skin(torch.autograd.Function):

@@ -1,9 +1,10 @@
 """What every render module shares: numba availability, the kernel switch, constants, corner-index helpers.
 
-A leaf of the render package (imports only torch and the standard library), so the public ops, their autograd
-Functions (each next to its op: ``rasterize.RasterBary``, ``shade.VertexNormals``/``SHShading``,
-``interpolate.Interpolate``, ``texture.TextureSample``, ``antialias.Composite``/``EdgeBlend``) and the numba
-kernels (``_pixel_numba``, ``_raster_numba``, ``_aa_numba``) can all import it without cycles.
+A leaf of the render package (imports only torch, the standard library and the base module ``flamefit._numba``),
+so the public ops, their autograd Functions (each next to its op: ``rasterize.RasterBary``,
+``shade.VertexNormals``/``SHShading``, ``interpolate.Interpolate``, ``texture.TextureSample``,
+``antialias.Composite``/``EdgeBlend``) and the numba kernels (``_pixel_numba``, ``_raster_numba``, ``_aa_numba``)
+can all import it without cycles.
 
 The hot paths are written by hand because autograd's generic graph for these few lines spends most of its time
 in slice/stack backward copies, zero fills and reductions over tiny axes, not in arithmetic. Layout: per-pixel
@@ -14,10 +15,11 @@ differences in tests/render).
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
+
+from flamefit._numba import numba_available  # noqa: F401 - re-exported for the render modules
 
 # Use the numba kernels for CPU tensors (tests switch this off to check the torch path against them).
 NUMBA_KERNELS = True
@@ -33,14 +35,6 @@ SH_CONSTANTS = (
 )
 
 
-@functools.cache
-def numba_available() -> bool:
-    """Whether numba can be imported (checked once)."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def numba_for(t: torch.Tensor) -> bool:
