@@ -122,35 +122,39 @@ def _gap_residuals(pred68, target68, groups, image_size: float, scale: float) ->
 
 
 @dataclass
-class Landmark68Term(LossTerm):
-    """Huber on the 68 points (units of the crop side); per-point weights come with the batch."""
+class _HuberLandmarkTerm(LossTerm):
+    """Huber on model points vs detected points (units of the crop side), with per-point weights from the batch;
+    subclasses say which points (:meth:`points`)."""
 
     delta: float = 0.02
 
+    def points(self, ctx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+        """(predicted px (B,N,2), detected px (B,N,2), weights)."""
+        raise NotImplementedError
+
     def value(self, ctx):
-        b = ctx.batch
-        return L.landmark_loss(ctx.lmk68_px, b.lmk68, float(b.resolution), b.lmk68_weights, self.delta)
+        pred, target, w = self.points(ctx)
+        return L.landmark_loss(pred, target, float(ctx.batch.resolution), w, self.delta)
 
     def residuals(self, ctx):
-        b = ctx.batch
-        return _robust_residuals(ctx.lmk68_px, b.lmk68, float(b.resolution), b.lmk68_weights, self.delta,
-                                 self.weight)
+        pred, target, w = self.points(ctx)
+        return _robust_residuals(pred, target, float(ctx.batch.resolution), w, self.delta, self.weight)
 
 
 @dataclass
-class DenseLandmarkTerm(LossTerm):
-    """Huber on MediaPipe's 478 points."""
+class Landmark68Term(_HuberLandmarkTerm):
+    """The 68 iBUG points (contour chosen by the current yaw)."""
 
-    delta: float = 0.02
+    def points(self, ctx):
+        return ctx.lmk68_px, ctx.batch.lmk68, ctx.batch.lmk68_weights
 
-    def value(self, ctx):
-        b = ctx.batch
-        return L.landmark_loss(ctx.dense_px, b.dense, float(b.resolution), b.dense_weights, self.delta)
 
-    def residuals(self, ctx):
-        b = ctx.batch
-        return _robust_residuals(ctx.dense_px, b.dense, float(b.resolution), b.dense_weights, self.delta,
-                                 self.weight)
+@dataclass
+class DenseLandmarkTerm(_HuberLandmarkTerm):
+    """MediaPipe's 478 points."""
+
+    def points(self, ctx):
+        return ctx.dense_px, ctx.batch.dense, ctx.batch.dense_weights
 
 
 @dataclass

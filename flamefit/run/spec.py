@@ -125,3 +125,18 @@ def config_from_dict(data: dict):
     cfg = apply_dict(FitConfig(), data)
     validate_config(cfg)
     return cfg
+
+
+def fitter_from_spec(spec: RunSpec, cfg=None):
+    """The worker's :class:`~flamefit.fit.Fitter`, built from the spec alone: its torch threads, its resolved
+    asset paths (never the worker's environment) and its config (``cfg``: an already parsed one)."""
+    import torch
+
+    from flamefit.fit.api import build_fitter
+
+    if spec.threads is not None and torch.get_num_threads() != spec.threads:
+        torch.set_num_threads(spec.threads)
+    a = spec.assets
+    return build_fitter(a.get("flame"), a.get("texture_space") or "none",
+                        cfg if cfg is not None else config_from_dict(spec.config), device=spec.device,
+                        landmarks_static=a.get("landmarks_static"), landmarks_dynamic=a.get("landmarks_dynamic"))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from flamefit.run.items import Item
-from flamefit.run.spec import RunSpec, config_from_dict
+from flamefit.run.spec import RunSpec, fitter_from_spec
 from flamefit.run.worker import FAILED, OK, SKIPPED, Record
 
 WORKER = "flamefit.run.texspace:UnwrapWorker"
@@ -33,18 +33,9 @@ class UnwrapWorker:
         self.uv = None
 
     def setup(self) -> None:
-        import torch
-
-        from flamefit.fit.api import build_fitter
         from flamefit.render.bake import rasterize_uv
 
-        if self.spec.threads is not None and torch.get_num_threads() != self.spec.threads:
-            torch.set_num_threads(self.spec.threads)
-        a = self.spec.assets
-        self.fitter = build_fitter(a.get("flame"), a.get("texture_space") or "none",
-                                   config_from_dict(self.spec.config), device=self.spec.device,
-                                   landmarks_static=a.get("landmarks_static"),
-                                   landmarks_dynamic=a.get("landmarks_dynamic"))
+        self.fitter = fitter_from_spec(self.spec)
         size = int(self.spec.options.get("size", 256))
         if self.fitter.vt is not None:
             self.uv = rasterize_uv(self.fitter.vt, self.fitter.ft, size)

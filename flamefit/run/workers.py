@@ -14,7 +14,7 @@ import sys
 import time
 
 from flamefit.run.items import Item
-from flamefit.run.spec import RunSpec, config_from_dict
+from flamefit.run.spec import RunSpec, config_from_dict, fitter_from_spec
 from flamefit.run.worker import OK, SKIPPED, Record
 
 
@@ -44,14 +44,9 @@ class FitWorker:
         self.stage_callback = None  # optional (name, stage, i, n) -> None, set by an in-process runner
 
     def setup(self) -> None:
-        from flamefit.fit.api import build_fitter
-
-        _apply_threads(self.spec)
-        a = self.spec.assets
         self.cfg = config_from_dict(self.spec.config)
-        self.fitter = build_fitter(a.get("flame"), a.get("texture_space") or "none", self.cfg,
-                                   device=self.spec.device, landmarks_static=a.get("landmarks_static"),
-                                   landmarks_dynamic=a.get("landmarks_dynamic"))
+        self.fitter = fitter_from_spec(self.spec, self.cfg)
+        a = self.spec.assets
         try:
             from flamefit.observe import LandmarkDetector
 

@@ -54,18 +54,9 @@ class TrackWorker:
         self.fitter = None
 
     def setup(self) -> None:
-        import torch
+        from flamefit.run.spec import fitter_from_spec
 
-        from flamefit.fit.api import build_fitter
-        from flamefit.run.spec import config_from_dict
-
-        if self.spec.threads is not None:
-            torch.set_num_threads(self.spec.threads)
-        a = self.spec.assets
-        self.fitter = build_fitter(a.get("flame"), a.get("texture_space") or "none",
-                                   config_from_dict(self.spec.config), device=self.spec.device,
-                                   landmarks_static=a.get("landmarks_static"),
-                                   landmarks_dynamic=a.get("landmarks_dynamic"))
+        self.fitter = fitter_from_spec(self.spec)
 
     def _detector(self):
         import numpy as np
