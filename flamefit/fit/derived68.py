@@ -90,7 +90,7 @@ def landmarks68_from_dense(dense: MeshLandmarks, model, cache_dir: str | os.Path
             with np.load(path, allow_pickle=False) as z:
                 arrays = [z[k] for k in ("s_idx", "s_bary", "d_idx", "d_bary")]
             if arrays[2].shape == (N_YAW_BINS, 17) and int(max(arrays[0].max(), arrays[2].max())) < faces.shape[0]:
-                return Landmarks68(*arrays, source=SOURCE)
+                return _with_mix(Landmarks68(*arrays, source=SOURCE), dense)
         except (OSError, KeyError, ValueError):
             pass  # damaged: recompute
     lmk = _derive(dense, verts, faces)
@@ -119,7 +119,17 @@ def _derive(dense: MeshLandmarks, verts: torch.Tensor, faces: torch.Tensor) -> L
     s_idx, s_bary = _closest_on(means[17:], P, F, head_faces)
     inner = (P[F[s_idx]] * s_bary[..., None]).sum(1)
     d_idx, d_bary = contour_bins(P, F, head_faces, inner)
-    return Landmarks68(s_idx, s_bary.astype(np.float32), d_idx, d_bary.astype(np.float32), source=SOURCE)
+    return _with_mix(Landmarks68(s_idx, s_bary.astype(np.float32), d_idx, d_bary.astype(np.float32), source=SOURCE),
+                     dense)
+
+
+def _with_mix(lmk: Landmarks68, dense: MeshLandmarks) -> Landmarks68:
+    """The 51 inner points as the detector's own 478 -> 68 map of the model's 478 points (see
+    :class:`~flamefit.model.landmarks.Landmarks68`); their surface points stay for display."""
+    from flamefit.observe.mp68 import MP_TO_68
+
+    return Landmarks68(lmk.static.face_idx, lmk.static.bary, lmk.dynamic_face_idx, lmk.dynamic_bary,
+                       source=lmk.source, static_mix=MP_TO_68[17:], mix_points=dense)
 
 
 def _head_faces(F: np.ndarray, n_vertices: int) -> np.ndarray:

@@ -123,7 +123,7 @@ class Fitter:
             return None
         keep = []
         if self.landmarks68 is not None:
-            keep += [self.landmarks68.static.face_idx.reshape(-1), self.landmarks68.dynamic_face_idx.reshape(-1)]
+            keep.append(self.landmarks68.face_indices())
         if self.dense is not None:
             keep.append(self.dense.face_idx.reshape(-1))
         return SubsetFlame(self.model, torch.cat(keep))

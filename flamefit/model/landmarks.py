@@ -86,22 +86,47 @@ def yaw_from_rotation(rotation: torch.Tensor) -> torch.Tensor:
 
 
 class Landmarks68:
-    """The 68-point (iBUG order) RingNet/DECA embedding: 17 dynamic contour + 51 static points."""
+    """The 68-point (iBUG order) RingNet/DECA embedding: 17 dynamic contour + 51 static points.
 
-    def __init__(self, static_face_idx, static_bary, dynamic_face_idx, dynamic_bary, source: str = ""):
+    ``static_mix`` (51,K) with ``mix_points`` (K mesh points): the 51 static points are these weighted means of
+    mesh points instead of the surface points ``static_face_idx``/``static_bary`` (which then only describe them
+    for display). A 68-point set derived from MediaPipe's 478 uses the detector's own 478 -> 68 map here, so the
+    model's 68 points are exactly what the map makes of the model's 478: a mean of surface points lies off the
+    surface, and moving it onto the surface biases the eyelid and lip gaps (measured: a larger, open-mouthed face
+    fitted 1.1x too big)."""
+
+    def __init__(self, static_face_idx, static_bary, dynamic_face_idx, dynamic_bary, source: str = "",
+                 static_mix=None, mix_points: MeshLandmarks | None = None):
         self.static = MeshLandmarks(static_face_idx, static_bary)
         self.dynamic_face_idx = torch.as_tensor(np.asarray(dynamic_face_idx), dtype=torch.int64)  # (79,17)
         self.dynamic_bary = torch.as_tensor(np.asarray(dynamic_bary), dtype=torch.float32)  # (79,17,3)
         self.source = source
+        if (static_mix is None) != (mix_points is None):
+            raise ValueError("static_mix and mix_points go together")
+        self.static_mix = None if static_mix is None else torch.tensor(np.array(static_mix), dtype=torch.float32)
+        self.mix_points = mix_points
+        if self.static_mix is not None and self.static_mix.shape != (len(self.static), len(mix_points)):
+            raise ValueError(f"static_mix must be ({len(self.static)}, {len(mix_points)}), "
+                             f"got {tuple(self.static_mix.shape)}")
+
+    def face_indices(self) -> torch.Tensor:
+        """Every face index the 68 points are computed from (for meshes restricted to the landmark faces)."""
+        out = [self.static.face_idx.reshape(-1), self.dynamic_face_idx.reshape(-1)]
+        if self.mix_points is not None:
+            out.append(self.mix_points.face_idx.reshape(-1))
+        return torch.cat(out)
 
     def validate_against(self, n_faces: int) -> None:
         """ModelFileError (naming the files) unless every face index, static and dynamic, is a face of a model
         with ``n_faces`` faces. Call it once the model is known (the fitter's build does)."""
         _check_embedding(self.static.face_idx, self.static.bary, n_faces, self.source or "68-point embedding")
         _check_embedding(self.dynamic_face_idx, self.dynamic_bary, n_faces, self.source or "68-point embedding")
+        if self.mix_points is not None:
+            self.mix_points.validate_against(n_faces, self.source or "68-point embedding")
 
     def embedding(self, yaw_rad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(face_idx (B,68), bary (B,68,3)) in iBUG order for head yaws ``yaw_rad`` (B,)."""
+        """(face_idx (B,68), bary (B,68,3)) in iBUG order for head yaws ``yaw_rad`` (B,) (static points: their
+        surface points, also where ``static_mix`` defines them)."""
         bins = yaw_bin(yaw_rad).to(self.dynamic_face_idx.device)
         B = bins.shape[0]
         face_idx = torch.cat([self.dynamic_face_idx[bins], self.static.face_idx.expand(B, -1)], dim=1)
@@ -112,8 +137,15 @@ class Landmarks68:
         """68 points (B,68,3) on ``vertices``; the contour is chosen by ``yaw_rad`` (B,) (frontal when None)."""
         if yaw_rad is None:
             yaw_rad = vertices.new_zeros(vertices.shape[0])
-        face_idx, bary = self.embedding(yaw_rad)
-        return barycentric_points(vertices, faces, face_idx.to(vertices.device), bary)
+        if self.static_mix is None:
+            face_idx, bary = self.embedding(yaw_rad)
+            return barycentric_points(vertices, faces, face_idx.to(vertices.device), bary)
+        bins = yaw_bin(yaw_rad).to(self.dynamic_face_idx.device)
+        contour = barycentric_points(vertices, faces, self.dynamic_face_idx[bins].to(vertices.device),
+                                     self.dynamic_bary[bins])
+        mix = self.static_mix.to(vertices.device, vertices.dtype)
+        inner = mix @ self.mix_points.project(vertices, faces)
+        return torch.cat([contour, inner], dim=1)
 
 
 def _check_embedding(face_idx, bary, n_faces: int | None, source: str) -> None:

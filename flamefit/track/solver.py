@@ -63,7 +63,7 @@ def identity_model(fitter, shape: torch.Tensor, which: tuple[str, ...], dense_id
 
     faces = []
     if "68" in which and fitter.landmarks68 is not None:
-        faces += [fitter.landmarks68.static.face_idx.reshape(-1), fitter.landmarks68.dynamic_face_idx.reshape(-1)]
+        faces.append(fitter.landmarks68.face_indices())
     if "dense" in which and fitter.dense is not None:
         faces.append(dense_subset(fitter, dense_idx).face_idx.reshape(-1))
     sub = SubsetFlame(fitter.model, torch.unique(torch.cat(faces)))

@@ -75,6 +75,43 @@ def test_format_and_static_points_are_the_closest_surface_points(synthetic):
     assert not torch.allclose(out[0, :17], out[1, :17]) and torch.allclose(out[0, 17:], out[1, 17:])
 
 
+def test_inner_points_are_the_detectors_map_of_the_models_478(synthetic):
+    """The fit compares the model's 68 with MP_TO_68 @ detected 478: the model side must be the same map of the
+    model's 478 (on any pose), not the surface points (those biased the lip and eyelid gaps)."""
+    from flamefit.observe.mp68 import MP_TO_68
+
+    model, dense, P, F, _ = synthetic
+    lmk = landmarks68_from_dense(dense, model)
+    dt = model.v_template.dtype
+    out = model(expression=torch.randn(2, model.n_expr, dtype=dt, generator=torch.Generator().manual_seed(0)) * 0.5,
+                jaw_pose=torch.tensor([[0.3, 0.0, 0.0], [0.1, 0.0, 0.0]], dtype=dt)).vertices
+    pts = lmk.project(out, model.faces)
+    want = torch.as_tensor(MP_TO_68[17:], dtype=dt) @ dense.project(out, model.faces)
+    assert torch.allclose(pts[:, 17:], want, atol=1e-6)
+    surface = lmk.static.project(out, model.faces)
+    assert (pts[:, 17:] - surface).norm(dim=-1).max() > 1e-4  # really not the surface points
+    # the contour is still the yaw-binned surface contour, and the landmark faces cover the mixed points
+    assert torch.allclose(pts[:, :17], barycentric_contour(lmk, out, model.faces), atol=1e-7)
+    used = set(lmk.face_indices().tolist())
+    assert set(dense.face_idx.tolist()) <= used and set(lmk.static.face_idx.tolist()) <= used
+
+
+def barycentric_contour(lmk, verts, faces):
+    from flamefit.model.landmarks import barycentric_points
+
+    return barycentric_points(verts, faces, lmk.dynamic_face_idx[0], lmk.dynamic_bary[0])
+
+
+def test_landmarks68_mix_shape_is_checked():
+    dense = MeshLandmarks(torch.zeros(5, dtype=torch.int64), torch.full((5, 3), 1 / 3))
+    args = (torch.zeros(51, dtype=torch.int64), torch.full((51, 3), 1 / 3), torch.zeros(79, 17, dtype=torch.int64),
+            torch.full((79, 17, 3), 1 / 3))
+    with pytest.raises(ValueError, match="static_mix must be"):
+        Landmarks68(*args, static_mix=np.ones((51, 4)), mix_points=dense)
+    with pytest.raises(ValueError, match="go together"):
+        Landmarks68(*args, static_mix=np.ones((51, 5)))
+
+
 def test_contour_follows_the_silhouette(synthetic):
     model, dense, P, F, _ = synthetic
     lmk = landmarks68_from_dense(dense, model)
