@@ -85,7 +85,8 @@ class CameraConfig:
     """Intrinsics. Single images barely constrain focal length, so by default it is fixed from a field of view."""
 
     fov_deg: float = 20.0  # horizontal-or-vertical (longest image side) field of view of the ORIGINAL image
-    focal_px: float | None = None  # explicit focal of the original image (overrides fov_deg)
+    focal_px: float | None = None  # explicit focal of the original image (overrides EXIF and fov_deg)
+    use_exif: bool = True  # a photo's EXIF FocalLengthIn35mmFilm gives its focal (over fov_deg) when present
     optimize_focal: bool = False
 
 

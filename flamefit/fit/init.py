@@ -29,6 +29,20 @@ def default_intrinsics(height: int, width: int, cfg: CameraConfig) -> tuple[floa
     return focal, (width / 2.0, height / 2.0)
 
 
+def target_focal(target, height: int, width: int, cfg: CameraConfig) -> tuple[float, str]:
+    """(focal_px, source) of a target's ORIGINAL image, in this order: the target's own ``focal_px`` ('given':
+    a caller or the tracker's identity fixed it), ``camera.focal_px`` ('config'), the file's EXIF when
+    ``camera.use_exif`` ('exif'), else the ``camera.fov_deg`` prior ('fov_deg prior')."""
+    if getattr(target, "focal_px", None) is not None:
+        return float(target.focal_px), "given"
+    if cfg.focal_px is not None:
+        return float(cfg.focal_px), "config"
+    exif = getattr(target, "exif_focal_px", None)
+    if cfg.use_exif and exif is not None:
+        return float(exif), "exif"
+    return default_intrinsics(height, width, cfg)[0], f"fov_deg prior ({cfg.fov_deg:g} deg)"
+
+
 def _matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
     import cv2
 

@@ -62,6 +62,9 @@ class FitResult:
     blendshape_names: list[str] | None = None  # the 52 names, same order
     face_transform: np.ndarray | None = None  # (4,4) MediaPipe's facial transformation matrix
     missing: dict[str, str] = field(default_factory=dict)  # field -> why it is absent
+    # where K's focal length comes from: 'given', 'config', 'exif', 'fov_deg prior (N deg)'; '... , fitted' when
+    # camera.optimize_focal refined it
+    focal_source: str | None = None
 
     @property
     def opengl_view(self) -> np.ndarray:
@@ -176,8 +179,14 @@ def make_result(fitter: Fitter, raw: RawFit, max_render_side: int = MAX_RENDER_S
         else:
             extra[k] = list(v) if k == "blendshape_names" else np.asarray(v, np.float32 if k != "face_transform"
                                                                            else np.float64)
+    from flamefit.fit.init import target_focal
+
+    focal_source = target_focal(target, H, W, fitter.cfg.camera)[1]
+    if fitter.cfg.camera.optimize_focal:
+        focal_source += ", fitted"
     return FitResult(
         name=target.name,
+        focal_source=focal_source,
         vertices=verts[0].cpu().numpy(),
         shape=p.shape[0].cpu().numpy(),
         exp=p.expression[0].cpu().numpy(),

@@ -16,7 +16,7 @@ from flamefit import ibug68
 from flamefit.errors import ConfigError, InputImageError
 from flamefit.fit.config import FitConfig
 from flamefit.fit.crop import Crop
-from flamefit.fit.init import default_intrinsics
+from flamefit.fit.init import target_focal
 
 
 @dataclass
@@ -25,7 +25,8 @@ class FitTarget:
 
     image (H,W,3) float RGB 0..1; lmks_68 (68,2) iBUG order and/or lmks_dense (478,2) MediaPipe order (x, y);
     mask (H,W) skin weights 0..1 for the photometric term (None: the landmark-hull region is used);
-    lmk68_weights (68,) optional per-point confidence; focal_px: known focal of the original image (else config).
+    lmk68_weights (68,) optional per-point confidence; focal_px: known focal of the original image (else config);
+    exif_focal_px: the focal the image file's EXIF gives (used unless the config sets one or ``use_exif`` is off).
     ``observation``: the :class:`flamefit.observe.Observation` it came from, if any (blendshapes, transform).
     ``landmarks_source``: where ``lmks_68``/``lmks_dense`` come from ('detected', or 'fit projection' when a
     saved fit provided them only to place the crop).
@@ -37,6 +38,7 @@ class FitTarget:
     mask: np.ndarray | None = None
     lmk68_weights: np.ndarray | None = None
     focal_px: float | None = None
+    exif_focal_px: float | None = None
     name: str = ""
     observation: object | None = None
     landmarks_source: str = "detected"
@@ -46,7 +48,7 @@ class FitTarget:
         """From :class:`flamefit.observe.Observation` (image, lmks_dense, lmks_68, mask)."""
         return cls(image=np.asarray(obs.image, dtype=np.float32), lmks_68=getattr(obs, "lmks_68", None),
                    lmks_dense=getattr(obs, "lmks_dense", None), mask=getattr(obs, "mask", None), name=name,
-                   observation=obs)
+                   exif_focal_px=getattr(obs, "exif_focal_px", None), observation=obs)
 
 
 @dataclass
@@ -166,10 +168,8 @@ def prepare_batch(targets: list[FitTarget], cfg: FitConfig, uses68: bool, uses_d
         crop = Crop.around(np.concatenate(pts), R, cfg.crop_scale)
         crops.append(crop)
         H, W = image.shape[:2]
-        if target.focal_px is None:
-            f, pp = default_intrinsics(H, W, cfg.camera)
-        else:
-            f, pp = float(target.focal_px), (W / 2.0, H / 2.0)
+        f = target_focal(target, H, W, cfg.camera)[0]
+        pp = (W / 2.0, H / 2.0)
         focal.append(f * crop.scale)
         principal.append(crop.to_crop(np.array(pp)))
         images.append(crop.warp(image))

@@ -137,6 +137,7 @@ def result_json(result, config=None, faces_count: int | None = None) -> dict:
             "opencv": {"K": result.K, "rotation_axis_angle": result.cam[:3], "translation": result.cam[3:],
                        "cam": result.cam},
             "opengl": {"view": result.opengl_view, "projection": result.opengl_projection()},
+            "focal_source": getattr(result, "focal_source", None),
         },
         "timings_s": getattr(result, "timings", {}) or {},
         "missing": _missing(result),

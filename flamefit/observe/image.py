@@ -19,6 +19,12 @@ from flamefit.errors import InputImageError
 MIN_IMAGE_SIDE = 16
 
 _EXIF_ORIENTATION_TAG = 0x0112
+_EXIF_IFD = 0x8769
+_EXIF_FOCAL_35MM = 0xA405  # FocalLengthIn35mmFilm (mm, 35 mm equivalent)
+_DIAGONAL_35MM = 43.2666  # mm: the diagonal of a 36 x 24 mm frame, which defines the 35 mm equivalent focal
+# A focal from EXIF is used only when it gives a field of view (long side) in this range: outside it the tag is
+# more likely wrong (0, a crop the camera did not account for) than the lens.
+EXIF_FOV_RANGE_DEG = (8.0, 120.0)
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -64,6 +70,34 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     arr = apply_exif_orientation(arr, orientation)
     check_image_size(arr, str(path))
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def exif_focal_px(path: str | os.PathLike) -> float | None:
+    """The focal length in pixels of an image file from its EXIF ``FocalLengthIn35mmFilm`` (phones and most
+    cameras write it), or None when the file has none or an implausible one (see :data:`EXIF_FOV_RANGE_DEG`).
+
+    The 35 mm equivalent is defined on the frame's diagonal, so ``f_px = f_35 / 43.27 mm * diagonal_px``, which
+    holds for any aspect ratio and orientation (the diagonal is the same either way)."""
+    import math
+
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            exif = img.getexif()
+            f35 = exif.get_ifd(_EXIF_IFD).get(_EXIF_FOCAL_35MM) or exif.get(_EXIF_FOCAL_35MM)
+            w, h = img.size
+    except Exception:  # unreadable EXIF is no focal; the image itself is validated by load_image
+        return None
+    try:
+        f35 = float(f35)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(f35) and f35 > 0):
+        return None
+    focal = f35 / _DIAGONAL_35MM * math.hypot(w, h)
+    fov = math.degrees(2 * math.atan(0.5 * max(w, h) / focal))
+    return focal if EXIF_FOV_RANGE_DEG[0] <= fov <= EXIF_FOV_RANGE_DEG[1] else None
 
 
 def check_image_size(image: np.ndarray, source: str) -> None:

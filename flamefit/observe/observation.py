@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from flamefit.observe.blendshapes import Expression
-from flamefit.observe.image import load_image, to_float_rgb
+from flamefit.observe.image import exif_focal_px, load_image, to_float_rgb
 from flamefit.observe.landmarks import Detection, LandmarkDetector, default_detector, detect_landmarks
 from flamefit.observe.mask import skin_mask
 from flamefit.observe.mp68 import dense_to_68
@@ -29,6 +29,8 @@ class Observation:
     reason under its name in ``missing``: ``blendshape_scores`` (52,) float32 in 0..1, ``blendshape_names`` the
     52 MediaPipe names in the same order, ``face_transform`` (4, 4) float64 MediaPipe's facial transformation
     matrix (canonical face, centimetres -> MediaPipe's virtual camera of this image, OpenGL convention).
+    ``exif_focal_px``: the focal length (pixels of ``image``) the file's EXIF gives, None without one
+    (:func:`flamefit.observe.image.exif_focal_px`).
     """
 
     image: np.ndarray
@@ -42,6 +44,7 @@ class Observation:
     blendshape_scores: np.ndarray | None = None
     blendshape_names: list[str] | None = None
     face_transform: np.ndarray | None = None
+    exif_focal_px: float | None = None
     missing: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -90,17 +93,21 @@ def observe(
     :class:`~flamefit.errors.FaceNotFound` or :class:`~flamefit.errors.InputImageError` naming ``source`` (the
     file name for paths), :class:`~flamefit.errors.ModelFileError` for a bad explicitly given ``.task`` file.
     """
+    focal = None
     if isinstance(image_or_path, (str, os.PathLike)):
         src = source or str(image_or_path)
         image = load_image(Path(image_or_path))
+        focal = exif_focal_px(Path(image_or_path))
     else:
         src = source or "<image>"
         image = to_float_rgb(image_or_path, src)
     detector = detector or default_detector()
     det: Detection = detect_landmarks(image, select=select, source=src, detector=detector)
     expr = detector.expression(image, det, source=src, face_landmarker=face_landmarker)
-    return observation_from_detection(image, det, mask=mask, mask_backend=mask_backend,
-                                      bisenet_weights=bisenet_weights, source=src, expression=expr)
+    obs = observation_from_detection(image, det, mask=mask, mask_backend=mask_backend,
+                                     bisenet_weights=bisenet_weights, source=src, expression=expr)
+    obs.exif_focal_px = focal
+    return obs
 
 
 def observation_from_detection(image, detection: Detection, *, mask: bool = True, mask_backend: str = "landmarks",

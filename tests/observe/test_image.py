@@ -160,3 +160,40 @@ def test_to_float_rgb_arrays():
         to_float_rgb(np.full((8, 8, 3), np.nan))
     with pytest.raises(InputImageError, match="int32"):
         to_float_rgb(np.zeros((8, 8, 3), np.int32))
+
+
+def _jpeg_with_focal(path, size, f35):
+    img = Image.new("RGB", size, (120, 90, 80))
+    exif = Image.Exif()
+    if f35 is not None:
+        exif.get_ifd(0x8769)[0xA405] = f35  # FocalLengthIn35mmFilm
+    img.save(path, exif=exif)
+    return path
+
+
+def test_exif_focal_from_the_35mm_equivalent(tmp_path):
+    import math
+
+    from flamefit.observe.image import exif_focal_px
+
+    # a 26 mm (phone main camera) equivalent on a 4:3 frame: f_px = 26 / 43.27 * diagonal
+    p = _jpeg_with_focal(tmp_path / "phone.jpg", (400, 300), 26)
+    assert exif_focal_px(p) == pytest.approx(26 / 43.2666 * math.hypot(400, 300), rel=1e-6)
+    assert exif_focal_px(_jpeg_with_focal(tmp_path / "none.jpg", (400, 300), None)) is None
+    assert exif_focal_px(_jpeg_with_focal(tmp_path / "zero.jpg", (400, 300), 0)) is None
+    assert exif_focal_px(_jpeg_with_focal(tmp_path / "fisheye.jpg", (400, 300), 4)) is None  # > 120 deg: not trusted
+
+
+def test_exif_focal_reaches_the_fit_unless_the_config_says_otherwise(tmp_path):
+    from flamefit.fit.config import CameraConfig
+    from flamefit.fit.init import target_focal
+    from flamefit.fit.targets import FitTarget
+
+    t = FitTarget(image=np.zeros((300, 400, 3), np.float32), exif_focal_px=333.0)
+    assert target_focal(t, 300, 400, CameraConfig()) == (333.0, "exif")
+    assert target_focal(t, 300, 400, CameraConfig(focal_px=500.0)) == (500.0, "config")
+    f, source = target_focal(t, 300, 400, CameraConfig(use_exif=False))
+    assert source.startswith("fov_deg prior")
+    assert f == pytest.approx(200 / np.tan(np.radians(CameraConfig().fov_deg) / 2))
+    t.focal_px = 250.0
+    assert target_focal(t, 300, 400, CameraConfig(focal_px=500.0)) == (250.0, "given")
