@@ -39,12 +39,19 @@ def _asset_paths(assets: Path) -> dict:
             "landmarks_dynamic": assets / "flame_landmarks" / "flame_dynamic_embedding.npy"}
 
 
+# the field of view make_synthetic_clip renders with (its default); the fitter is told it: this bench is the
+# oracle column (true landmarks + noise, true focal)
+CLIP_FOV_DEG = 20.0
+
+
 def _fitter(assets: Path, device="cpu"):
     from flamefit.fit.api import build_fitter
     from flamefit.fit.config import load_config
 
     a = _asset_paths(assets)
-    return build_fitter(a["flame"], a["texture_space"], load_config(), device=device,
+    cfg = load_config()
+    cfg.camera.fov_deg = CLIP_FOV_DEG
+    return build_fitter(a["flame"], a["texture_space"], cfg, device=device,
                         landmarks_static=a["landmarks_static"], landmarks_dynamic=a["landmarks_dynamic"])
 
 

@@ -84,7 +84,11 @@ class InitConfig:
 class CameraConfig:
     """Intrinsics. Single images barely constrain focal length, so by default it is fixed from a field of view."""
 
-    fov_deg: float = 20.0  # horizontal-or-vertical (longest image side) field of view of the ORIGINAL image
+    # field of view of the longest side of the ORIGINAL image, when neither camera.focal_px nor EXIF gives the
+    # focal: 40 sits between portrait lenses (~25) and phones/webcams (50-75); on ../shared/eval's stills (19-65
+    # deg) 20 -> 40 gave 0.927 -> 0.870 mm (model file alone) and 0.935 -> 0.911 mm (with RingNet's 68), and its
+    # clip (55 deg) 20.8 -> 16.7 mm whole-clip before the depth-smoothing fix
+    fov_deg: float = 40.0
     focal_px: float | None = None  # explicit focal of the original image (overrides EXIF and fov_deg)
     use_exif: bool = True  # a photo's EXIF FocalLengthIn35mmFilm gives its focal (over fov_deg) when present
     optimize_focal: bool = False

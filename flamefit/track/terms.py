@@ -18,10 +18,10 @@ from flamefit.fit.terms import LossTerm
 # per-field weights (per frame^2 units of the field: radians, sd, metres) -- see TrackConfig for the defaults
 DEFAULT_ACCEL = {"global_pose": 4.0, "neck_pose": 4.0, "jaw_pose": 2.0, "eye_pose": 0.2, "expression": 0.02,
                  "cam_translation": 800.0}
-# the camera's depth (z) is what landmarks pin down least (apparent size trades off against expression): it is
-# smoothed ~100x more than x/y (a ~1 s low-pass), so the head keeps one distance instead of breathing in and out
+# the camera's depth (z) has the velocity weight of x/y: 100x more (as before) held a head that moves towards or
+# away from the camera at one distance (see flamefit.track.smoother.DEFAULT_LAMBDA for the measurements)
 DEFAULT_VELOCITY = {"global_pose": 0.1, "neck_pose": 0.1, "jaw_pose": 0.05, "eye_pose": 0.02, "expression": 0.002,
-                    "cam_translation": (20.0, 20.0, 2000.0)}
+                    "cam_translation": (20.0, 20.0, 20.0)}
 
 
 @dataclass
