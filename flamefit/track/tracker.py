@@ -17,7 +17,10 @@ optimisation loop) with:
   ``smooth_lag`` frames of past and future (the output runs ``tail + smooth_lag`` frames behind the input).
   Strong causal smoothing freezes the camera depth, which the landmarks pin down least, and biases it against
   the expressions: on the synthetic clip of ``flamefit bench track`` the whole-clip aligned vertex error was 2.5x
-  the per-frame one with ``smooth='window'`` (the windows' terms alone), 1.6x with the zero-lag smoother.
+  the per-frame one with ``smooth='window'`` (the windows' terms alone), 1.6x with the zero-lag smoother and its
+  former ~110-frame depth low-pass, which held heads that move in depth at one distance (../shared/eval's clip,
+  real detector: 16.7 mm whole-clip; 4.9 mm with the depth smoothed like x/y, now the default; that bench clip,
+  whose head keeps its distance, then gives 2.9x).
 
 Shot cuts and lost faces: a frame without a face flushes the window, is reported as ``no_face`` (never invented)
 and clears the temporal history; a jump of the detected landmarks larger than ``cut_jump`` x the face size between
