@@ -128,8 +128,13 @@ def _with_mix(lmk: Landmarks68, dense: MeshLandmarks) -> Landmarks68:
     :class:`~flamefit.model.landmarks.Landmarks68`); their surface points stay for display."""
     from flamefit.observe.mp68 import MP_TO_68
 
+    # only the 478 points the map uses (71 of them): the landmark stages and the tracker evaluate these per
+    # residual call, and a restricted mesh then keeps only their faces
+    mix = MP_TO_68[17:]
+    used = np.flatnonzero(np.abs(mix).sum(0) > 0)
+    points = MeshLandmarks(dense.face_idx[torch.as_tensor(used)], dense.bary[torch.as_tensor(used)])
     return Landmarks68(lmk.static.face_idx, lmk.static.bary, lmk.dynamic_face_idx, lmk.dynamic_bary,
-                       source=lmk.source, static_mix=MP_TO_68[17:], mix_points=dense)
+                       source=lmk.source, static_mix=mix[:, used], mix_points=points)
 
 
 def _head_faces(F: np.ndarray, n_vertices: int) -> np.ndarray:
