@@ -43,6 +43,16 @@ def _fitter(assets: Path, overrides=(), device="cpu"):
                         landmarks_dynamic=assets / "flame_landmarks" / "flame_dynamic_embedding.npy")
 
 
+def _user_fitter(assets: Path, overrides=(), device="cpu"):
+    """The fitter of a user with the model file and its texture space only (68 points derived from the model)."""
+    from flamefit.fit.api import build_fitter
+    from flamefit.fit.config import load_config
+
+    return build_fitter(assets / "flame_standin" / "standin_flame2023.pkl",
+                        assets / "flame_standin" / "standin_texture.npz", load_config(overrides=list(overrides)),
+                        device=device, landmarks_static=False)
+
+
 def _stage_times(raw) -> dict:
     out = {f"{s.name}_s": s.seconds for s in raw.stages}
     out.update({f"{s.name}_iters": getattr(s, "iters_run", s.iters) for s in raw.stages})
@@ -226,7 +236,8 @@ def _threads_info() -> dict:
 
 
 def run(n: int = 20, assets: str | None = None, do_real: bool = True, overrides=(), device: str = "cpu",
-        batch_sizes=(1, 8, 32), pipeline_n: int = 4) -> dict:
+        batch_sizes=(1, 8, 32), pipeline_n: int = 4, detected_n: int = 30, renders: str | None = None,
+        log=None) -> dict:
     from flamefit.bench.common import environment
 
     root = _assets(assets)
@@ -251,6 +262,18 @@ def run(n: int = 20, assets: str | None = None, do_real: bool = True, overrides=
         "config": {k: v for k, v in _cfg_summary(fitter.cfg).items()},
         "environment": environment(),
     }
+    if detected_n > 0:
+        import tempfile
+
+        from flamefit.bench import detected
+
+        user = _user_fitter(root, overrides, device)
+        with tempfile.TemporaryDirectory(prefix="flamefit-bench-renders-") as tmp:
+            folder = Path(renders) if renders else Path(tmp)
+            report["detected"] = detected.run(fitter, user, folder, detected_n, log=log)
+        if not renders:
+            report["detected"]["renders"] = "(a temporary folder; --renders DIR keeps them)"
+        report["detected"]["targets_met"] = detected.targets(report["detected"])
     if n > 0:
         report["synthetic"] = synthetic(fitter, n=n)
     if do_real:
@@ -280,9 +303,16 @@ def _cfg_summary(cfg) -> dict:
               help="Throughput: B images fitted as one batch, per B (comma-separated; '' skips).")
 @click.option("--pipeline-n", default=4, show_default=True,
               help="Whole `flamefit fit` pipeline (detect, fit, write) on this many 768x1024 portraits (0 skips).")
+@click.option("--detected-n", default=30, show_default=True,
+              help="Photo-like renders fitted through the real detector with an unknown focal length, beside the "
+                   "oracle column (0 skips).")
+@click.option("--renders", type=click.Path(file_okay=False),
+              help="Write (or reuse) the detector-in-the-loop renders and their truth here (default: a temporary "
+                   "folder); ../shared/eval/synth_score.py --gt DIR scores a `flamefit fit` of them.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def command(n, assets, do_real, overrides, device, threads, batch_sizes, pipeline_n, as_json):
-    """Single-image fitting: synthetic recovery (mm), real-image NME and PSNR, seconds per image."""
+def command(n, assets, do_real, overrides, device, threads, batch_sizes, pipeline_n, detected_n, renders, as_json):
+    """Single-image fitting: accuracy through the real detector on photo-like renders beside the oracle column
+    (true landmarks, true focal), synthetic recovery (mm), real-image NME and PSNR, seconds per image."""
     import json
 
     if threads:
@@ -291,18 +321,27 @@ def command(n, assets, do_real, overrides, device, threads, batch_sizes, pipelin
         torch.set_num_threads(threads)
 
     sizes = tuple(int(x) for x in batch_sizes.split(",") if x.strip())
-    report = run(n, assets, do_real, overrides, device, sizes, pipeline_n)
+    log = None if as_json else (lambda m: click.echo(m, err=True))
+    report = run(n, assets, do_real, overrides, device, sizes, pipeline_n, detected_n, renders, log=log)
     if as_json:
         click.echo(json.dumps(report))
         return
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(width=150)
-    syn = report.get("synthetic", {"cases": [], **{f"median_{k}": float("nan") for k in ("aligned_mm", "raw_mm",
-                      "meanface_aligned_mm", "lmk_rmse_px", "heldout_skin_psnr_db", "fit_s", "fit_cpu_s")},
-                      "median_stage_s": {}})
-    t = Table(title=f"Synthetic recovery, {len(syn['cases'])} heads (stand-in model; {report['landmarks_note']})")
+    if "detected" in report:
+        _print_detected(console, report["detected"])
+    if "synthetic" in report:
+        _print_synthetic(console, report)
+    _print_rest(console, report)
+
+
+def _print_synthetic(console, report: dict) -> None:
+    from rich.table import Table
+
+    syn = report["synthetic"]
+    t = Table(title=f"Oracle: synthetic recovery, {len(syn['cases'])} heads (stand-in model; "
+                    f"{report['landmarks_note']})")
     cols = ["seed", "aligned_mm", "raw_mm", "meanface_aligned_mm", "lmk_rmse_px", "heldout_skin_psnr_db", "fit_s",
             "fit_cpu_s"]
     for c in cols:
@@ -314,6 +353,11 @@ def command(n, assets, do_real, overrides, device, threads, batch_sizes, pipelin
     console.print("median stage seconds: " + ", ".join(f"{k}={v:.2f}" for k, v in syn["median_stage_s"].items()))
     console.print("median stage iterations: " + ", ".join(f"{k}={v:.0f}" for k, v in
                                                           syn.get("median_stage_iters", {}).items()))
+
+
+def _print_rest(console, report: dict) -> None:
+    from rich.table import Table
+
     if "real" in report:
         rt = Table(title="Real images")
         rc = ["image", "nme_fit_vs_ref", "nme_detected_vs_ref", "skin_psnr_pca_db", "skin_psnr_offset_db", "fit_s",
@@ -339,3 +383,28 @@ def command(n, assets, do_real, overrides, device, threads, batch_sizes, pipelin
     console.print(f"load average {report.get('loadavg')} -> {report.get('loadavg_end')}")
     console.print(f"device {report['device']}, threads {report['threads']}, fitter built in "
                   f"{report['build_fitter_s']:.1f} s, first fit (with warm-up) {first:.1f} s")
+
+
+def _print_detected(console, rep: dict) -> None:
+    from rich.table import Table
+
+    from flamefit.bench.detected import REGIONS
+
+    cols = rep["columns"]
+    t = Table(title=f"Through the real detector, focal unknown ({rep['n']} photo-like renders, {rep['renders']}); "
+                    "medians per column")
+    keys = ["aligned_mm", "meanhead_aligned_mm", *[f"{r}_mm" for r in REGIONS], "jaw_open_err_mm",
+            "lip_gap_err_mm", "expression_err_mm", "scale", "depth_err_pct", "focal_err_pct", "nme_fit",
+            "nme_detector"]
+    t.add_column("median")
+    for name in cols:
+        t.add_column(name, justify="right")
+    for k in keys:
+        t.add_row(k, *[f"{c['median_' + k]:.3f}" if f"median_{k}" in c else "-" for c in cols.values()])
+    console.print(t)
+    for name, c in cols.items():
+        console.print(f"{name}: mean {c['mean_aligned_mm']:.3f} mm; worse than the mean head on "
+                      f"{c['worse_than_meanhead']} of {len(c['cases'])}")
+    if rep.get("detector_missed"):
+        console.print(f"detector missed: {rep['detector_missed']}")
+    console.print(f"worst 3 (detected): {rep.get('worst3')}; targets: {rep.get('targets_met')}")

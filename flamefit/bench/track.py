@@ -50,7 +50,7 @@ def _fitter(assets: Path, device="cpu"):
 
     a = _asset_paths(assets)
     cfg = load_config()
-    cfg.camera.fov_deg = CLIP_FOV_DEG
+    cfg.camera.video_fov_deg = CLIP_FOV_DEG
     return build_fitter(a["flame"], a["texture_space"], cfg, device=device,
                         landmarks_static=a["landmarks_static"], landmarks_dynamic=a["landmarks_dynamic"])
 
@@ -66,19 +66,21 @@ def _camera_vertices(npz) -> np.ndarray:
 
 
 def _collect(out_dir: Path, indices) -> dict[str, np.ndarray]:
-    fit68, verts = [], []
+    fit68, det68, verts = [], [], []
     for i in indices:
         p = out_dir / "frames" / f"{i:06d}.npz"
         if not p.is_file():
             fit68.append(np.full((68, 2), np.nan))
+            det68.append(np.full((68, 2), np.nan))
             verts.append(None)
             continue
         with np.load(p) as d:
             fit68.append(d["lmks_68_fit"])
+            det68.append(d["lmks_68"] if "lmks_68" in d.files else np.full((68, 2), np.nan))
             verts.append(_camera_vertices(d))
     V = next(v for v in verts if v is not None).shape
     verts = [v if v is not None else np.full(V, np.nan) for v in verts]
-    return {"lmks_68_fit": np.stack(fit68), "verts_cam": np.stack(verts)}
+    return {"lmks_68_fit": np.stack(fit68), "lmks_68": np.stack(det68), "verts_cam": np.stack(verts)}
 
 
 def _stage_rates(doc: dict) -> dict:
@@ -122,11 +124,13 @@ def independent_fits(fitter, clip, video: Path, indices, chunk: int = 10) -> dic
             "frames_per_s": len(idx) / (time.perf_counter() - t0)}
 
 
-def _accuracy(res: dict, clip, indices) -> dict:
+def _accuracy(res: dict, clip, indices, detected=None) -> dict:
+    """Jitter (against ``detected``'s, default the clip's noisy truth), lag, vertex errors of a run."""
     from flamefit.bench.track_metrics import jitter_report, lag_frames, vertex_error_report
 
     idx = list(indices)
-    out = jitter_report(res["lmks_68_fit"], clip.lmks_68_noisy[idx], clip.lmks_68[idx])
+    out = jitter_report(res["lmks_68_fit"], clip.lmks_68_noisy[idx] if detected is None else detected,
+                        clip.lmks_68[idx])
     out["lag_frames"] = lag_frames(res["lmks_68_fit"], clip.lmks_68[idx])
     out.update(vertex_error_report(res["verts_cam"], clip.verts_cam[idx], clip.face_region))
     return out
@@ -168,6 +172,50 @@ def synthetic(fitter, tmp: Path, n_frames: int, size: int, photometric_frames: i
                                       "accuracy": _accuracy(ind, clip, range(k))}
         report["landmarks"]["accuracy_first_frames_like_independent"] = _accuracy(
             _collect(tmp / "syn_landmarks", range(k)), clip, range(k))
+    return report
+
+
+# the detector-in-the-loop clip: a webcam-like field of view, the head turning further and moving in depth
+DETECTED_FOV_DEG = 55.0
+
+
+def detected_clip(oracle, user, tmp: Path, n_frames: int, size: int, photometric_frames: int,
+                  seed: int = 23) -> dict:
+    """A clip rendered at :data:`DETECTED_FOV_DEG` and tracked as a user tracks it: the real MediaPipe detector
+    on the mp4, the focal length from the video prior, ``user``'s assets (model file + texture space). Scored
+    against the truth like the oracle clip; jitter against the detector's own 68 points."""
+    import torch
+
+    from flamefit.fit.synthetic_video import ClipMotion, make_synthetic_clip
+    from flamefit.track import MediaPipeFrames, TrackConfig, track_video
+
+    video = tmp / "detected.mp4"
+    n_render = max(n_frames, photometric_frames)
+    motion = ClipMotion(yaw_amp_rad=0.5, drift_amp_m=0.03)
+    with torch.no_grad():
+        clip = make_synthetic_clip(oracle.model, landmarks68=oracle.landmarks68,
+                                   texture_space=oracle.full_texture_space, n_frames=n_render, fps=25, height=size,
+                                   width=size, seed=seed, motion=motion, pixel_noise=0.01, video_path=video,
+                                   keep_frames=False, fov_deg=DETECTED_FOV_DEG)
+    true_f = float(clip.K[0, 0])
+    report = {"clip": {"frames": n_render, "size_px": size, "fov_deg": DETECTED_FOV_DEG, "yaw_amp_deg":
+                       float(np.degrees(motion.yaw_amp_rad)), "depth_drift_m": motion.drift_amp_m,
+                       "detector": "MediaPipe (tracking mode)", "assets": "model file + texture space",
+                       "focal": "unknown to the tracker (camera.video_fov_deg prior)"}}
+    for name, mode, n in (("landmarks", "landmarks", n_frames), ("photometric", "photometric", photometric_frames)):
+        if n < 3:
+            continue
+        out = tmp / f"det_{name}"
+        det = MediaPipeFrames(blendshapes=False)
+        try:
+            doc = track_video(video, out, user, det, TrackConfig(mode=mode), end_s=n / 25 - 1e-6)
+        finally:
+            det.close()
+        res = _collect(out, range(n))
+        r = {"speed": _stage_rates(doc), "tracker": doc["tracker"],
+             "focal_err_pct": 100 * (doc["identity"]["focal_px"] / true_f - 1)}
+        r["accuracy"] = _accuracy(res, clip, range(n), detected=res["lmks_68"])
+        report[name] = r
     return report
 
 
@@ -232,6 +280,14 @@ def rss(assets: Path, video: Path, tmp: Path, fps: float) -> dict:
 
 def targets(report: dict) -> dict:
     out = {}
+    for name in ("landmarks", "photometric"):
+        d = report.get("detected", {}).get(name)
+        if d:
+            a = d["accuracy"]
+            out[f"detected_{name}_per_frame<=1.2mm"] = bool(a["per_frame_aligned_mm"] <= 1.2)
+            out[f"detected_{name}_whole_clip<=4mm"] = bool(a["clip_aligned_mm"] <= 4.0)
+            out[f"detected_{name}_jitter_ratio<=0.35"] = bool(a["jitter_ratio"] <= 0.35)
+            out[f"detected_{name}_lag_rounds_to_0"] = bool(abs(a["lag_frames"]) < 0.5)
     lm = report.get("synthetic", {}).get("landmarks")
     if lm:
         a = lm["accuracy"]
@@ -269,9 +325,11 @@ def targets(report: dict) -> dict:
 @click.option("--compare-window/--no-compare-window", default=True, show_default=True,
               help="Also track the synthetic clip with --smooth window (the windows' temporal terms alone).")
 @click.option("--seed", default=11, show_default=True, help="Seed of the synthetic clip.")
+@click.option("--detected/--no-detected", "do_detected", default=True, show_default=True,
+              help="Also track a webcam-like clip through the real detector with an unknown focal length.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def command(assets, frames, photometric_frames, independent_frames, size, noise, do_real, real_seconds, do_rss,
-            rss_fps, compare_window, seed, as_json):
+            rss_fps, compare_window, seed, do_detected, as_json):
     """Tracker speed per mode and stage, jitter/lag, vertex errors vs independent fits, peak RSS."""
     from flamefit.bench.common import environment
 
@@ -280,6 +338,10 @@ def command(assets, frames, photometric_frames, independent_frames, size, noise,
     report: dict = {"environment": environment()}
     with tempfile.TemporaryDirectory(prefix="flamefit-bench-track-") as tmp:
         tmp = Path(tmp)
+        if do_detected:
+            from flamefit.bench.fit import _user_fitter
+
+            report["detected"] = detected_clip(fitter, _user_fitter(assets), tmp, frames, size, photometric_frames)
         report["synthetic"] = synthetic(fitter, tmp, frames, size, photometric_frames, independent_frames, noise,
                                         seed=seed, compare_window=compare_window)
         if do_real:

@@ -38,7 +38,9 @@ def build_fitter(flame: str | os.PathLike | None = None, texture_space: str | os
                  config: FitConfig | None = None, device: str | torch.device = "cpu",
                  landmarks_static=None, landmarks_dynamic=None, dense: bool = True) -> Fitter:
     """Load the FLAME model, the texture space ('none' = free albedo; None = resolved from
-    $FLAMEFIT_TEXTURE_SPACE/config, else free albedo), and the landmark embeddings, and build a :class:`Fitter`."""
+    $FLAMEFIT_TEXTURE_SPACE/config, else free albedo), and the landmark embeddings, and build a :class:`Fitter`.
+    ``landmarks_static=False``: do not look for RingNet's embedding (the 68 points derived from the model, as for
+    a user with only the model file)."""
     from flamefit.assets import resolve_asset
     from flamefit.model.flame import load_flame
     from flamefit.model.landmarks import load_ringnet_68
@@ -53,7 +55,8 @@ def build_fitter(flame: str | os.PathLike | None = None, texture_space: str | os
         if ts_path is not None and cfg.texture.mode != "free":
             ts = load_texture_space(ts_path, n_components=cfg.texture.n_tex)
     lmk68 = None
-    if resolve_asset("landmarks_static", landmarks_static, required=landmarks_static is not None) is not None:
+    if landmarks_static is not False and resolve_asset("landmarks_static", landmarks_static,
+                                                       required=landmarks_static is not None) is not None:
         lmk68 = load_ringnet_68(landmarks_static, landmarks_dynamic)
         lmk68.validate_against(int(model.faces.shape[0]))  # indices beyond the mesh: a clear error, not a crash
     dense_lmk = load_dense_correspondence(model) if dense else None

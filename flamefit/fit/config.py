@@ -89,6 +89,12 @@ class CameraConfig:
     # deg) 20 -> 40 gave 0.927 -> 0.870 mm (model file alone) and 0.935 -> 0.911 mm (with RingNet's 68), and its
     # clip (55 deg) 20.8 -> 16.7 mm whole-clip before the depth-smoothing fix
     fov_deg: float = 40.0
+    # the same prior for videos (``flamefit track``): webcams and phones film at 50-75 deg. On ../shared/eval's
+    # clip (55 deg, real detector, model file + texture space) the whole-clip error was 4.64 mm (photometric) /
+    # 4.94 (landmarks) with 40, 3.58 / 4.09 with 60 (landmarks: 50 -> 4.64, 70 -> 5.57). Estimating it from the
+    # landmarks over the identity frames was tried and is biased: MediaPipe's points look less perspective than
+    # the image (the landmark loss fell monotonically from 75 to 25 deg on that clip)
+    video_fov_deg: float = 60.0
     focal_px: float | None = None  # explicit focal of the original image (overrides EXIF and fov_deg)
     use_exif: bool = True  # a photo's EXIF FocalLengthIn35mmFilm gives its focal (over fov_deg) when present
     optimize_focal: bool = False

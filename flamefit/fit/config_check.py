@@ -68,6 +68,7 @@ NON_NEGATIVE = Range(0.0, None)
 # (glob on the dotted key, allowed range): the first match wins. Specific keys first, naming conventions after.
 RULES: list[tuple[str, Range]] = [
     ("camera.fov_deg", Range(0.0, 180.0, lo_open=True, hi_open=True, what="field of view in degrees")),
+    ("camera.video_fov_deg", Range(0.0, 180.0, lo_open=True, hi_open=True, what="field of view in degrees")),
     ("camera.focal_px", Range(0.0, None, lo_open=True, what="focal length in pixels, or null for fov_deg")),
     ("resolution", Range(32, MAX_RESOLUTION_PX, integer=True, what="fitting image side in pixels")),
     ("crop_scale", Range(0.5, 10.0, what="crop side / landmark box side")),

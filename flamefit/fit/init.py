@@ -29,6 +29,15 @@ def default_intrinsics(height: int, width: int, cfg: CameraConfig) -> tuple[floa
     return focal, (width / 2.0, height / 2.0)
 
 
+def video_focal(height: int, width: int, cfg: CameraConfig) -> tuple[float, str]:
+    """(focal_px, source) of a video's frames: ``camera.focal_px`` ('config'), else the ``camera.video_fov_deg``
+    prior (videos carry no EXIF focal)."""
+    if cfg.focal_px is not None:
+        return float(cfg.focal_px), "config"
+    return 0.5 * max(height, width) / math.tan(math.radians(cfg.video_fov_deg) / 2), \
+        f"video_fov_deg prior ({cfg.video_fov_deg:g} deg)"
+
+
 def target_focal(target, height: int, width: int, cfg: CameraConfig) -> tuple[float, str]:
     """(focal_px, source) of a target's ORIGINAL image, in this order: the target's own ``focal_px`` ('given':
     a caller or the tracker's identity fixed it), ``camera.focal_px`` ('config'), the file's EXIF when

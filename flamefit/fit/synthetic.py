@@ -154,3 +154,76 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
         return float("nan")
     mse = float(((a - b) ** 2)[m].mean())
     return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+# -- renders for the detector-in-the-loop benches ----------------------------------------------------------------------
+
+@dataclass
+class PhotoCase:
+    """A render for the whole pipeline (the real detector reads it; nothing of its truth reaches the fitter)."""
+
+    image: np.ndarray  # (H,W,3) float32 in [0,1]
+    params: FlameParams  # ground truth (intrinsics of this image)
+    vertices_cam: np.ndarray  # (V,3) camera-frame vertices (m)
+    lmks_68: np.ndarray  # (68,2) true projected 68 points (the 68-point embedding of the rendering fitter)
+    info: dict  # what was drawn: fov_deg, yaw/pitch/roll_deg, jaw_rad, eyes_closed, occluder
+
+
+def make_photo_case(fitter: Fitter, seed: int, size: int = 512, fov_range_deg=(15.0, 75.0),
+                    yaw_max_rad: float = 0.78, jaw_max_rad: float = 0.3, p_eyes_closed: float = 0.15,
+                    p_occluder: float = 0.2, pixel_noise: float = 0.015) -> PhotoCase:
+    """A photo-like render: random identity, expression, jaw (open mouths), yaw up to ``yaw_max_rad`` (0.78 =
+    45 deg), a field of view drawn from ``fov_range_deg``, an off-centre principal point, textured background, SH
+    light, closed eyes in some cases (``p_eyes_closed``), a skin- or dark-coloured occluder over part of the face
+    (a hand, a strand of hair) in others (``p_occluder``), sensor noise. ``fitter`` renders it (its texture space)
+    and gives the true 68 points (it needs the 68-point embedding)."""
+    import cv2
+
+    from flamefit.fit.synthetic_video import BLINK_COMPONENT
+
+    if fitter.landmarks68 is None:
+        raise ValueError("make_photo_case needs a fitter with the 68-point embedding (the truth's 68 points)")
+    rng = np.random.default_rng(seed)
+    fov = float(rng.uniform(*fov_range_deg))
+    p = random_params(fitter, rng, size, size, fov_deg=fov)
+    f = float(p.focal_px[0, 0])
+    p.principal_px = p.principal_px + torch.as_tensor(rng.uniform(-0.04, 0.04, (1, 2)) * size, dtype=fitter.dtype)
+    yaw = float(rng.uniform(-yaw_max_rad, yaw_max_rad))
+    pose = p.global_pose.clone()
+    pose[0, 1] = yaw
+    p.global_pose = pose
+    jaw = float(rng.uniform(0.0, jaw_max_rad)) if rng.random() < 0.6 else float(rng.uniform(0.0, 0.05))
+    p.jaw_pose = torch.as_tensor([[jaw, 0.0, 0.0]], dtype=fitter.dtype)
+    closed = bool(rng.random() < p_eyes_closed and BLINK_COMPONENT < fitter.n_expr)
+    if closed:
+        e = p.expression.clone()
+        e[0, BLINK_COMPONENT] = 2.5
+        p.expression = e
+    # the face spans 35-55 % of the image whatever the focal length
+    z = f * 0.2 / (0.5 * size) * rng.uniform(0.8, 1.25)
+    p.cam_translation = torch.as_tensor([[rng.uniform(-0.02, 0.02), rng.uniform(-0.01, 0.03), z]], dtype=fitter.dtype)
+    bg = cv2.GaussianBlur(_background(size, size, rng), (0, 0), rng.uniform(0.5, 3.0))
+    bg_t = torch.as_tensor(bg, dtype=fitter.dtype).unsqueeze(0)
+    with torch.no_grad():
+        r = fitter.render_image(p, size, size, background=bg_t)
+        lm3 = model_landmarks_68(fitter.landmarks68, r["vertices"], fitter.faces, p.global_pose, p.neck_pose)
+        lm = project_points(fitter.to_camera(p, lm3), p.intrinsics())[0].cpu().numpy()
+    image = r["rgb"][0].clamp(0, 1).cpu().numpy()
+    occluder = None
+    if rng.random() < p_occluder:  # an ellipse over one side of the lower or upper face
+        which = rng.choice(["cheek", "mouth_corner", "forehead"])
+        c = {"cheek": lm[rng.choice([3, 13])], "mouth_corner": lm[rng.choice([48, 54])],
+             "forehead": lm[rng.choice([19, 24])] - [0, 0.06 * size]}[which]
+        ax = (int(rng.uniform(0.06, 0.1) * size), int(rng.uniform(0.1, 0.16) * size))
+        colour = np.array([0.75, 0.55, 0.45]) * rng.uniform(0.8, 1.1) if rng.random() < 0.5 else \
+            np.array([0.12, 0.09, 0.07]) * rng.uniform(0.7, 1.5)
+        m = np.zeros((size, size), np.float32)
+        cv2.ellipse(m, (int(c[0]), int(c[1])), ax, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+        m = cv2.GaussianBlur(m, (0, 0), 2.0)[..., None]
+        image = image * (1 - m) + m * colour.astype(np.float32)
+        occluder = str(which)
+    image = np.clip(image + rng.normal(0, pixel_noise, image.shape), 0, 1).astype(np.float32)
+    ypr = [math.degrees(float(v)) for v in (p.global_pose[0, 1], p.global_pose[0, 0], p.global_pose[0, 2])]
+    info = {"seed": seed, "fov_deg": fov, "focal_px": f, "yaw_deg": ypr[0], "pitch_deg": ypr[1], "roll_deg": ypr[2],
+            "jaw_rad": jaw, "eyes_closed": closed, "occluder": occluder, "distance_m": z}
+    return PhotoCase(image, p, r["verts_cam"][0].cpu().numpy().astype(np.float64), lm, info)

@@ -226,7 +226,7 @@ def make_synthetic_clip(model, *, landmarks68=None, dense=None, texture_space=No
                         landmark_noise_corr: float = 0.0, pixel_noise: float = 0.0, keep_frames: bool = True,
                         video_path: str | os.PathLike | None = None, chunk: int = 8,
                         region: torch.Tensor | None = None, cuts: tuple[int, ...] = (),
-                        face_absent: tuple[int, ...] = ()) -> SyntheticClip:
+                        face_absent: tuple[int, ...] = (), fov_deg: float = 20.0) -> SyntheticClip:
     """Render a clip of ``n_frames`` at ``fps`` with its ground truth (see the module doc).
 
     Args:
@@ -248,6 +248,7 @@ def make_synthetic_clip(model, *, landmarks68=None, dense=None, texture_space=No
         cuts: frame indices where a new shot starts (new background, camera framing and head orientation).
         face_absent: frames that show only the background (the face is lost): their landmarks are NaN and
             ``face_visible`` False; the parameters and vertices go on as if the head were hidden.
+        fov_deg: field of view of the frames' longest side (the head keeps the same image size).
     """
     if n_frames < 1 or fps <= 0 or height < 16 or width < 16:
         from flamefit.errors import ConfigError
@@ -276,7 +277,7 @@ def make_synthetic_clip(model, *, landmarks68=None, dense=None, texture_space=No
     device = model.v_template.device
     n_tex = texture_space.n_components if texture_space is not None else 0
     params = clip_params(n_frames, fps, model.n_shape, model.n_expr, n_tex, height, width, rng, motion,
-                         dtype=dtype, shots=shot)
+                         fov_deg=fov_deg, dtype=dtype, shots=shot)
     bg = np.stack([_background(height, width, rng) for _ in range(int(shot[-1]) + 1)])  # one per shot
     bg_t = torch.as_tensor(bg, dtype=dtype, device=device)
     texture, albedo = _appearance(model, texture_space, dtype)

@@ -45,7 +45,7 @@ import torch
 from flamefit.errors import ConfigError
 from flamefit.fit.config import FitConfig, StageConfig
 from flamefit.fit.crop import params_to_crop, params_to_original
-from flamefit.fit.init import default_intrinsics
+from flamefit.fit.init import video_focal
 from flamefit.fit.optimize import Sharing, run_stage
 from flamefit.fit.params import FlameParams
 from flamefit.fit.stages import build_stages
@@ -195,12 +195,13 @@ class Identity:
     frame_indices: list = field(default_factory=list)
     mode: str = "landmarks"
     light: np.ndarray | None = None  # (9,C) light of the identity fit (start for photometric frames)
+    focal_source: str = "unknown"  # where focal_px came from (flamefit.fit.init.video_focal)
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"shape": self.shape, "tex": self.tex, "focal_px": np.array(self.focal_px),
                "image_size": np.array(self.image_size, np.int64), "frame_indices": np.array(self.frame_indices,
                                                                                          np.int64),
-               "mode": np.array(self.mode)}
+               "mode": np.array(self.mode), "focal_source": np.array(self.focal_source)}
         if self.tex_offset is not None:
             out["tex_offset"] = self.tex_offset
         if self.light is not None:
@@ -213,7 +214,8 @@ class Identity:
                    focal_px=float(d["focal_px"]), image_size=tuple(int(v) for v in d["image_size"]),
                    tex_offset=np.asarray(d["tex_offset"], np.float32) if "tex_offset" in d else None,
                    frame_indices=[int(i) for i in d["frame_indices"]], mode=str(d["mode"]),
-                   light=np.asarray(d["light"], np.float32) if "light" in d else None)
+                   light=np.asarray(d["light"], np.float32) if "light" in d else None,
+                   focal_source=str(d["focal_source"]) if "focal_source" in d else "unknown")
 
     def apply(self, p: FlameParams) -> FlameParams:
         """Set the identity fields of ``p`` (B rows; original-image intrinsics) in place; returns ``p``."""
@@ -263,7 +265,8 @@ def _row(p: FlameParams, b: int) -> FlameParams:
 
 def fit_identity(fitter, frames: list[FrameObs], cfg: TrackConfig) -> Identity:
     """Shape (and in photometric mode texture) from a joint fit over ``frames`` (those with a face), shared by all
-    of them (:meth:`flamefit.fit.Sharing.video`). The focal length is the config's (fixed for the clip)."""
+    of them (:meth:`flamefit.fit.Sharing.video`). The focal length is fixed for the clip: ``camera.focal_px``, else
+    the ``camera.video_fov_deg`` prior (:func:`flamefit.fit.init.video_focal`)."""
     frames = [f for f in frames if f.has_face]
     if not frames:
         from flamefit.errors import FaceNotFound
@@ -271,7 +274,7 @@ def fit_identity(fitter, frames: list[FrameObs], cfg: TrackConfig) -> Identity:
         raise FaceNotFound("no face was found in any of the frames sampled for the identity fit; check the video "
                            "(or --start/--end) shows a face")
     H, W = np.asarray(frames[0].image).shape[:2]
-    focal = default_intrinsics(H, W, fitter.cfg.camera)[0]
+    focal, focal_source = video_focal(H, W, fitter.cfg.camera)
     targets = [frame_target(f, focal) for f in frames]
     if cfg.mode == "photometric":
         fcfg = dataclasses.replace(
@@ -287,7 +290,8 @@ def fit_identity(fitter, frames: list[FrameObs], cfg: TrackConfig) -> Identity:
                     image_size=(int(H), int(W)),
                     tex_offset=None if p.tex_offset is None else p.tex_offset[0].cpu().numpy(),
                     frame_indices=[f.index for f in frames], mode=cfg.mode,
-                    light=p.light[0].cpu().numpy() if cfg.mode == "photometric" else None)
+                    light=p.light[0].cpu().numpy() if cfg.mode == "photometric" else None,
+                    focal_source=focal_source)
 
 
 def _with_config(fitter, cfg: FitConfig):

@@ -137,8 +137,12 @@ def get_identity(video, out_dir, fitter, detector, cfg: TrackConfig, *, start_s=
     ident = None if refit else load_identity(out_dir)
     if ident is not None:
         info = probe_video(video)
+        from flamefit.fit.init import video_focal
+
+        focal = video_focal(info.height, info.width, fitter.cfg.camera)[0]
         same = {"mode": ident.mode == cfg.mode, "frame size": tuple(ident.image_size) == (info.height, info.width),
-                "model": len(ident.shape) == fitter.n_shape and len(ident.tex) == fitter.texture_space.n_components}
+                "model": len(ident.shape) == fitter.n_shape and len(ident.tex) == fitter.texture_space.n_components,
+                "focal length": abs(ident.focal_px - focal) <= 1e-6 * focal}
         if all(same.values()):
             return ident, True
         if finished_frames(out_dir):  # resuming would mix two tracks in one folder
@@ -254,7 +258,9 @@ def track_video(video, out_dir, fitter, detector, cfg: TrackConfig | None = None
         "failed_frames": failed,
         "tracker": dict(tracker.stats),
         "identity": {"file": "identity.npz", "reused": reused, "frame_indices": identity.frame_indices,
-                     "focal_px": identity.focal_px, "fit_s": identity_s},
+                     "focal_px": identity.focal_px, "focal_source": identity.focal_source,
+                     "fov_deg": float(np.degrees(2 * np.arctan(0.5 * max(identity.image_size) / identity.focal_px))),
+                     "fit_s": identity_s},
         "timings": {"total_s": total_s, "decode_s": t_decode, "detect_s": t_detect, "identity_s": identity_s,
                     "write_s": writer.seconds, **tracker.timings,
                     "frames_per_s": (writer.written / total_s) if total_s > 0 else None,

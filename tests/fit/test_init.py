@@ -44,3 +44,13 @@ def test_pose_split_keeps_the_projection():
     posed = (X - root) @ R_g.T + root  # FLAME rotates about the root joint
     cam = posed @ np.diag([1.0, -1, -1]).T + t_c
     assert np.allclose(cam, X @ R_pnp.T + t_pnp, atol=1e-9)
+
+
+def test_video_focal_config_first_then_the_video_prior():
+    from flamefit.fit.init import video_focal
+
+    f, src = video_focal(480, 640, CameraConfig(video_fov_deg=60))
+    assert math.isclose(f, 320 / math.tan(math.radians(30))) and src == "video_fov_deg prior (60 deg)"
+    # the still-photo prior (fov_deg) does not apply to videos; an explicit focal does
+    assert video_focal(480, 640, CameraConfig(fov_deg=20, video_fov_deg=60))[0] == f
+    assert video_focal(480, 640, CameraConfig(focal_px=700.0)) == (700.0, "config")

@@ -203,3 +203,21 @@ def test_rerun_in_another_mode_refuses_to_mix_tracks(track_fitter, make_clip, tm
     run(fitter, clip, path, tmp_path, small_cfg(identity_frames=3))
     with pytest.raises(ConfigError, match="another mode"):
         run(fitter, clip, path, tmp_path, small_cfg(mode="photometric", identity_frames=3))
+
+
+def test_video_focal_prior_is_recorded_and_a_rerun_with_another_focal_refuses(track_fitter, make_clip, tmp_path):
+    import dataclasses
+
+    from flamefit.errors import ConfigError
+    from flamefit.track.tracker import _with_config
+
+    fitter = track_fitter[0]
+    clip, path = make_clip("short", n_frames=10)
+    doc = run(fitter, clip, path, tmp_path, small_cfg(identity_frames=3))
+    ident = doc["identity"]
+    assert ident["focal_source"].startswith("video_fov_deg prior")
+    assert ident["fov_deg"] == pytest.approx(fitter.cfg.camera.video_fov_deg, abs=0.01)
+    other = _with_config(fitter, dataclasses.replace(
+        fitter.cfg, camera=dataclasses.replace(fitter.cfg.camera, video_fov_deg=30.0)))
+    with pytest.raises(ConfigError, match="focal length"):
+        run(other, clip, path, tmp_path, small_cfg(identity_frames=3))
