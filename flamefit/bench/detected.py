@@ -15,11 +15,12 @@ Each render is then fitted three ways:
 * ``landmark_only``: the same target, rigid + landmark stages only;
 * ``oracle``: the fitter with the 68-point embedding, given the true 68 points + 2 px noise and the true focal.
 
-Scored per case on the face region: the similarity-aligned vertex error (mm), per region (eyes, nose, mouth,
-cheeks, forehead, contour), the mean head's error with the fitted pose (the baseline a fit must beat), the jaw
-opening error (how far the chin moves from the neutral face, mm), the lip-gap error (mm), the expression error
-(the expression + jaw displacement of the unposed head, mm), the similarity scale, the depth and focal errors (%),
-and the fitted-68 NME (outer-eye-corner normalised; the detector's own beside it).
+Scored per case on the face region: the similarity-aligned vertex error (mm; the median over the vertices, as
+``synth_score.py``'s ``sim_med_mm``, the mean beside), per region (eyes, nose, mouth, cheeks, forehead,
+contour), the mean head's error with the fitted pose (the baseline a fit must beat), the jaw opening error (how
+far the chin moves from the neutral face, mm), the lip-gap error (mm), the expression error (the expression + jaw
+displacement of the unposed head, mm), the similarity scale, the depth and focal errors (%), and the fitted-68 NME
+(outer-eye-corner normalised; the detector's own beside it).
 """
 
 from __future__ import annotations
@@ -128,18 +129,19 @@ def score(fitter, p, truth: dict, labels: dict, lmk_idx: dict, lmks_68_fit=None)
     per_vertex[region] = err
     s0 = pred[region] - pred[region].mean(0)
     g0 = gt[region] - gt[region].mean(0)
-    row = {"aligned_mm": float(err.mean()),
+    # the headline is the median over the face's vertices, as ../shared/eval's synth_score.py (sim_med_mm)
+    row = {"aligned_mm": float(np.median(err)), "aligned_mean_mm": float(err.mean()),
            "scale": float(np.sqrt((g0 ** 2).sum() / max((s0 ** 2).sum(), 1e-18))),
            "depth_err_pct": float(100 * (pred[region, 2].mean() / gt[region, 2].mean() - 1)),
            "focal_err_pct": float(100 * (float(p.focal_px.reshape(-1)[0]) / truth["focal_px"] - 1))}
     for r, ids in labels.items():
-        row[f"{r}_mm"] = float(per_vertex[ids].mean()) if len(ids) else float("nan")
+        row[f"{r}_mm"] = float(np.median(per_vertex[ids])) if len(ids) else float("nan")
     mean = p.detach()
     mean.shape = torch.zeros_like(mean.shape)
     mean.expression = torch.zeros_like(mean.expression)
     vm = _camera(fitter, mean)
-    row["meanhead_aligned_mm"] = float(np.linalg.norm(similarity_align(vm[region], gt[region]) - gt[region],
-                                                      axis=1).mean() * 1000)
+    row["meanhead_aligned_mm"] = float(np.median(np.linalg.norm(similarity_align(vm[region], gt[region])
+                                                                - gt[region], axis=1)) * 1000)
     fe, te = _unposed(fitter, p, True), truth["unposed"]
     fn, tn = _unposed(fitter, p, False), truth["unposed_neutral"]
     row["expression_err_mm"] = float(np.linalg.norm((fe - fn)[region] - (te - tn)[region], axis=1).mean() * 1000)
@@ -170,11 +172,14 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def run(oracle, detected, renders: Path, n: int, seed0: int = 7000, do_oracle: bool = True,
-        do_landmark_only: bool = True, log=None) -> dict:
+        do_landmark_only: bool = True, log=None, true_focal: bool = False) -> dict:
     """Write the set (if ``renders`` lacks it) and fit it the three ways; per-case rows and medians per column.
 
     ``oracle``: a fitter with the 68-point embedding (renders, truth, oracle column); ``detected``: the fitter a
-    user with the model file and texture space has (focal length from its prior)."""
+    user with the model file and texture space has (focal length from its prior; ``true_focal`` gives it the truth,
+    to tell the focal's share of the error from the detector's)."""
+    import dataclasses
+
     from flamefit.fit import synthetic as S
     from flamefit.fit.api import target_from_input
     from flamefit.fit.crop import params_to_original
@@ -203,6 +208,8 @@ def run(oracle, detected, renders: Path, n: int, seed0: int = 7000, do_oracle: b
         t0 = time.perf_counter()
         try:
             target = target_from_input(renders / f"{name}.png")
+            if true_focal:
+                target = dataclasses.replace(target, focal_px=truth["focal_px"])
         except Exception as exc:  # noqa: BLE001 - a miss of the detector is a result of this bench
             failed.append({"case": name, "error": str(exc).splitlines()[0]})
             continue

@@ -393,7 +393,7 @@ def _print_detected(console, rep: dict) -> None:
     cols = rep["columns"]
     t = Table(title=f"Through the real detector, focal unknown ({rep['n']} photo-like renders, {rep['renders']}); "
                     "medians per column")
-    keys = ["aligned_mm", "meanhead_aligned_mm", *[f"{r}_mm" for r in REGIONS], "jaw_open_err_mm",
+    keys = ["aligned_mm", "aligned_mean_mm", "meanhead_aligned_mm", *[f"{r}_mm" for r in REGIONS], "jaw_open_err_mm",
             "lip_gap_err_mm", "expression_err_mm", "scale", "depth_err_pct", "focal_err_pct", "nme_fit",
             "nme_detector"]
     t.add_column("median")
@@ -403,7 +403,7 @@ def _print_detected(console, rep: dict) -> None:
         t.add_row(k, *[f"{c['median_' + k]:.3f}" if f"median_{k}" in c else "-" for c in cols.values()])
     console.print(t)
     for name, c in cols.items():
-        console.print(f"{name}: mean {c['mean_aligned_mm']:.3f} mm; worse than the mean head on "
+        console.print(f"{name}: mean over cases {c['mean_aligned_mm']:.3f} mm; worse than the mean head on "
                       f"{c['worse_than_meanhead']} of {len(c['cases'])}")
     if rep.get("detector_missed"):
         console.print(f"detector missed: {rep['detector_missed']}")

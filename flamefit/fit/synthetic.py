@@ -20,6 +20,9 @@ from flamefit.fit.params import FlameParams
 from flamefit.fit.targets import FitTarget
 from flamefit.render.camera import project_points
 
+# the stand-in's expression component that closes both eyelids (about +2 sd; standin_components.json)
+BLINK_COMPONENT = 3
+
 
 @dataclass
 class SyntheticCase:
@@ -178,8 +181,6 @@ def make_photo_case(fitter: Fitter, seed: int, size: int = 512, fov_range_deg=(1
     (a hand, a strand of hair) in others (``p_occluder``), sensor noise. ``fitter`` renders it (its texture space)
     and gives the true 68 points (it needs the 68-point embedding)."""
     import cv2
-
-    from flamefit.fit.synthetic_video import BLINK_COMPONENT
 
     if fitter.landmarks68 is None:
         raise ValueError("make_photo_case needs a fitter with the 68-point embedding (the truth's 68 points)")

@@ -30,13 +30,12 @@ import torch
 
 from flamefit.fit.landmarks import model_landmarks_68
 from flamefit.fit.params import FlameParams
-from flamefit.fit.synthetic import _background, face_region
+from flamefit.fit.synthetic import BLINK_COMPONENT, _background, face_region
 from flamefit.model.lbs import axis_angle_to_matrix
 from flamefit.render.camera import PerspectiveCamera, project_points
 
-# Stand-in expression components (standin_components.json): 3 closes both eyelids at about +2 sd; the others used
-# for speech and emotion: 0 smile, 1 mouth stretch, 2 brow raise, 4 pucker, 5 cheek puff, 8 lips part.
-BLINK_COMPONENT = 3
+# Stand-in expression components (standin_components.json): the others used for speech and emotion: 0 smile,
+# 1 mouth stretch, 2 brow raise, 4 pucker, 5 cheek puff, 8 lips part (BLINK_COMPONENT: flamefit.fit.synthetic).
 EXPRESSION_COMPONENTS = (0, 1, 2, 4, 5, 8)
 
 
