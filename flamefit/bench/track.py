@@ -50,7 +50,8 @@ def _fitter(assets: Path, device="cpu"):
 
     a = _asset_paths(assets)
     cfg = load_config()
-    cfg.camera.video_fov_deg = CLIP_FOV_DEG
+    cfg.camera.video_fov_deg = CLIP_FOV_DEG  # the oracle knows the clip's focal: the tracker's and
+    cfg.camera.fov_deg = CLIP_FOV_DEG  # the independent per-frame fits'
     return build_fitter(a["flame"], a["texture_space"], cfg, device=device,
                         landmarks_static=a["landmarks_static"], landmarks_dynamic=a["landmarks_dynamic"])
 
