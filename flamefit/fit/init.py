@@ -20,12 +20,14 @@ from flamefit.fit.config import CameraConfig, InitConfig
 from flamefit.fit.params import FLIP_YZ_AXIS_ANGLE, FlameParams
 
 
+def focal_from_fov(height: int, width: int, fov_deg: float) -> float:
+    """Focal length (px) that gives the image's longest side a field of view of ``fov_deg``."""
+    return 0.5 * max(height, width) / math.tan(math.radians(fov_deg) / 2)
+
+
 def default_intrinsics(height: int, width: int, cfg: CameraConfig) -> tuple[float, tuple[float, float]]:
     """(focal_px, (cx, cy)) of an original image: explicit focal, else from the field of view of the longest side."""
-    if cfg.focal_px is not None:
-        focal = float(cfg.focal_px)
-    else:
-        focal = 0.5 * max(height, width) / math.tan(math.radians(cfg.fov_deg) / 2)
+    focal = float(cfg.focal_px) if cfg.focal_px is not None else focal_from_fov(height, width, cfg.fov_deg)
     return focal, (width / 2.0, height / 2.0)
 
 
@@ -34,8 +36,7 @@ def video_focal(height: int, width: int, cfg: CameraConfig) -> tuple[float, str]
     prior (videos carry no EXIF focal)."""
     if cfg.focal_px is not None:
         return float(cfg.focal_px), "config"
-    return 0.5 * max(height, width) / math.tan(math.radians(cfg.video_fov_deg) / 2), \
-        f"video_fov_deg prior ({cfg.video_fov_deg:g} deg)"
+    return focal_from_fov(height, width, cfg.video_fov_deg), f"video_fov_deg prior ({cfg.video_fov_deg:g} deg)"
 
 
 def target_focal(target, height: int, width: int, cfg: CameraConfig) -> tuple[float, str]:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from flamefit.fit.fitter import Fitter
+from flamefit.fit.init import focal_from_fov
 from flamefit.fit.landmarks import model_landmarks_68
 from flamefit.fit.params import FlameParams
 from flamefit.fit.targets import FitTarget
@@ -68,7 +69,7 @@ def random_params(fitter: Fitter, rng: np.random.Generator, height: int, width: 
                   fov_deg: float = 20.0, shape_sd: float = 1.0) -> FlameParams:
     n_s, n_e, n_t = fitter.n_shape, fitter.n_expr, fitter.texture_space.n_components
     light_c = 3
-    f = 0.5 * max(height, width) / math.tan(math.radians(fov_deg) / 2)
+    f = focal_from_fov(height, width, fov_deg)
     p = FlameParams.zeros(1, n_s, n_e, n_tex=n_t, light_channels=light_c, focal_px=f,
                           principal_px=(width / 2, height / 2), device=fitter.device, dtype=fitter.dtype)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from flamefit.fit.init import focal_from_fov
 from flamefit.fit.landmarks import model_landmarks_68
 from flamefit.fit.params import FlameParams
 from flamefit.fit.synthetic import BLINK_COMPONENT, _background, face_region
@@ -141,7 +142,7 @@ def clip_params(n_frames: int, fps: float, n_shape: int, n_expr: int, n_tex: int
     the head's orientation, as a cut in an edited video does (the person stays the same)."""
     m = motion or ClipMotion()
     t = np.arange(n_frames) / fps
-    f_px = 0.5 * max(height, width) / math.tan(math.radians(fov_deg) / 2)
+    f_px = focal_from_fov(height, width, fov_deg)
     p = FlameParams.zeros(n_frames, n_shape, n_expr, n_tex=n_tex, light_channels=3, focal_px=f_px,
                           principal_px=(width / 2, height / 2), dtype=dtype)
 
