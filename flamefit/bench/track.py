@@ -101,8 +101,8 @@ def independent_fits(fitter, clip, video: Path, indices, chunk: int = 10) -> dic
     import torch
 
     from flamefit.fit.crop import params_to_original
-    from flamefit.fit.landmarks import model_landmarks_68
     from flamefit.fit.targets import FitTarget
+    from flamefit.model.landmarks import model_landmarks_68
     from flamefit.observe.video import read_video
     from flamefit.render.camera import project_points
 

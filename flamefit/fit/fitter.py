@@ -27,7 +27,6 @@ from flamefit.errors import ConfigError
 from flamefit.fit.config import FitConfig
 from flamefit.fit.crop import Crop, params_to_crop
 from flamefit.fit.init import LandmarkProblem, initialize
-from flamefit.fit.landmarks import model_landmarks_68
 from flamefit.fit.optimize import Sharing, StageLog, run_stage
 from flamefit.fit.params import FlameParams
 from flamefit.fit.stages import (
@@ -40,6 +39,7 @@ from flamefit.fit.stages import (
     stage_config,
 )
 from flamefit.fit.targets import FitTarget, TargetBatch, prepare_batch
+from flamefit.model.landmarks import model_landmarks_68
 from flamefit.model.lbs import axis_angle_to_matrix
 from flamefit.model.texture_space import TextureSpace, resize_map
 
@@ -112,12 +112,13 @@ class Fitter:
         if self.vt is not None and self.texture_space.vt is None:
             self.texture_space.vt, self.texture_space.ft = self.vt, self.ft
         self.lmk_model = self._landmark_model()
+        self.identity_folded = False  # see with_identity
         self._check_stages(DEFAULT_ORDER)
 
     def _landmark_model(self):
         """FLAME at the landmark vertices only (exact there; the landmark stages and the initialisation need no
         more), or None for models without FLAME's buffers."""
-        from flamefit.fit.sparse_flame import SubsetFlame
+        from flamefit.model.subset import SubsetFlame
 
         if not all(hasattr(self.model, k) for k in ("shapedirs", "posedirs", "j_regressor", "lbs_weights")):
             return None
@@ -127,6 +128,33 @@ class Fitter:
         if self.dense is not None:
             keep.append(self.dense.face_idx.reshape(-1))
         return SubsetFlame(self.model, torch.cat(keep))
+
+    def with_identity(self, shape: torch.Tensor, dense_idx=None) -> Fitter:
+        """A view of this fitter for frames of one known identity ``shape`` (n_shape,): its landmark model has the
+        identity folded in (:meth:`flamefit.model.subset.SubsetFlame.with_identity`; ``params.shape`` is not
+        read by the landmark evaluations, so stages on this view must not free it), and ``dense_idx`` keeps only
+        those MediaPipe points (None: all; ``()``: none; the batch must be restricted the same way,
+        :meth:`flamefit.fit.targets.TargetBatch.select_dense`). Everything else (config, full model, renderer)
+        is shared with this fitter."""
+        import copy
+
+        from flamefit.model.landmarks import MeshLandmarks
+        from flamefit.model.subset import SubsetFlame
+
+        if self.lmk_model is None:
+            raise ConfigError("with_identity needs a FLAME model with its blendshape buffers")
+        view = copy.copy(self)
+        if dense_idx is not None and self.dense is not None:
+            idx = torch.as_tensor(list(dense_idx), dtype=torch.int64)
+            view.dense = MeshLandmarks(self.dense.face_idx[idx], self.dense.bary[idx]) if len(idx) else None
+        keep = []
+        if view.landmarks68 is not None:
+            keep.append(view.landmarks68.face_indices())
+        if view.dense is not None:
+            keep.append(view.dense.face_idx.reshape(-1))
+        view.lmk_model = SubsetFlame(self.model, torch.cat(keep)).with_identity(shape)
+        view.identity_folded = True
+        return view
 
     def _check_stages(self, names) -> None:
         photometric = [n for n in parse_stage_names(names)
@@ -215,7 +243,10 @@ class Fitter:
         """(vertices, faces) enough for the landmarks: the landmark-vertex subset when available."""
         if self.lmk_model is None:
             return self.vertices(params)[0], self.faces
-        return self.lmk_model(**params.flame_kwargs()).vertices, self.lmk_model.faces
+        kw = params.flame_kwargs()
+        if self.identity_folded:  # the identity is in the model (with_identity)
+            kw.pop("shape", None)
+        return self.lmk_model(**kw).vertices, self.lmk_model.faces
 
     def light_sh(self, params: FlameParams) -> torch.Tensor:
         """SH coefficients in the renderer's layout: (B,9) shared or (B,9,3)."""
@@ -306,17 +337,7 @@ class Fitter:
             params = self._warm_start(init, batch)
         params = self._apply_sharing(params, sharing)
         init_s = time.perf_counter() - t0
-        logs: list[StageLog] = []
-        light_done = False
-        for stage in self.stages(names, batch):
-            if stage.photometric and not light_done:
-                self._ensure_offset(params, stage)
-                self.init_light(params, batch, stage.resolution)
-                light_done = True
-            elif "tex_offset" in stage.free:
-                self._ensure_offset(params, stage)
-            params, log = run_stage(self, stage, params, batch, sharing, callback)
-            logs.append(log)
+        params, logs = self.run_stages(self.stages(names, batch), params, batch, sharing, callback)
         out = []
         for b in range(B):
             item_logs = [StageLog(lg.name, lg.iters, lg.seconds / B, lg.item_loss_start[b], lg.item_loss_end[b],
@@ -327,6 +348,23 @@ class Fitter:
                               crop=batch.crops[b], target=batch.targets[b], stages=item_logs,
                               init_seconds=init_s / B))
         return out
+
+    def run_stages(self, stages: list[Stage], params: FlameParams, batch: TargetBatch, sharing: Sharing | None = None,
+                   callback=None, light_done: bool = False) -> tuple[FlameParams, list[StageLog]]:
+        """Run ``stages`` in order from ``params`` (crop intrinsics) on a prepared ``batch``: the one stage loop of
+        photos and video windows. Before the first photometric stage the light is solved in closed form (unless
+        ``light_done``: e.g. a warm-started video window keeps its frames' light)."""
+        logs: list[StageLog] = []
+        for stage in stages:
+            if stage.photometric and not light_done:
+                self._ensure_offset(params, stage)
+                self.init_light(params, batch, stage.resolution)
+                light_done = True
+            elif "tex_offset" in stage.free:
+                self._ensure_offset(params, stage)
+            params, log = run_stage(self, stage, params, batch, sharing, callback)
+            logs.append(log)
+        return params, logs
 
     def _warm_start(self, init: list[FlameParams], batch: TargetBatch) -> FlameParams:
         """Warm start: parameters with intrinsics of the ORIGINAL images, mapped to the crops."""

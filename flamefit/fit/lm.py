@@ -33,16 +33,20 @@ class LMResult:
 
 
 def fd_jacobian(residuals, x: torch.Tensor, items: torch.Tensor, r0: torch.Tensor, steps: torch.Tensor,
-                central: torch.Tensor, max_rows: int = 0) -> torch.Tensor:
+                central: torch.Tensor, max_rows: int = 0, columns: torch.Tensor | None = None) -> torch.Tensor:
     """(b,M,P) Jacobian of ``residuals`` at ``x`` (b,P) of items ``items`` (b,) (``r0`` (b,M) its value) by finite
     differences: one batched call per chunk of items, at most ``max_rows`` rows each (0: one item per call, so an
-    item's numbers do not depend on which other items share the batch)."""
+    item's numbers do not depend on which other items share the batch). ``columns`` (P,) bool: only these
+    (the others are left 0 for the caller to fill)."""
     B, P = x.shape
-    fwd = torch.nonzero(~central).squeeze(1)
-    cen = torch.nonzero(central).squeeze(1)
+    cols = torch.ones(P, dtype=torch.bool) if columns is None else columns.cpu()
+    fwd = torch.nonzero(~central.cpu() & cols).squeeze(1)
+    cen = torch.nonzero(central.cpu() & cols).squeeze(1)
     eye = torch.eye(P, dtype=x.dtype, device=x.device) * steps.to(x.dtype)
     delta = torch.cat([eye[fwd], eye[cen], -eye[cen]], 0)  # (Q,P)
     Q = delta.shape[0]
+    if Q == 0:
+        return r0.new_zeros(B, r0.shape[1], P)
     per = max(1, max_rows // max(Q, 1))
     out = []
     for s in range(0, B, per):
@@ -74,14 +78,18 @@ def _per_item(residuals, x: torch.Tensor, items: torch.Tensor, ref: torch.Tensor
 
 def levenberg_marquardt(residuals, x0: torch.Tensor, iters: int, steps: torch.Tensor, central: torch.Tensor,
                         *, lam0: float = 1e-3, rel_tol: float = 1e-6, callback=None, check=None,
-                        max_rows: int = 0) -> LMResult:
+                        max_rows: int = 0, jacobian=None) -> LMResult:
     """Minimise ``0.5 |residuals(x_b)|^2`` for every item b of ``x0`` (B,P); at most ``iters`` loop iterations
     (each: a Jacobian for the items whose last step was accepted, then one trial step per active item). An item
     stops when an accepted step lowered its loss by less than ``rel_tol`` (relative), or its damping saturates.
     ``steps`` (P,) finite-difference steps, ``central`` (P,) bool. ``check(r, iteration)`` may raise on a
     non-finite start; ``callback(i, iters)`` is called every iteration. ``max_rows``: rows per residual call
     (0: every call holds one item's rows only: the float rounding of an item then never depends on the others,
-    and B items give bitwise the results of B single solves; the Jacobian's rows make each call large anyway)."""
+    and B items give bitwise the results of B single solves; the Jacobian's rows make each call large anyway).
+    ``jacobian(x, items, r0) -> (b,M,P)``: replaces :func:`fd_jacobian` (e.g. exact columns for some fields)."""
+    if jacobian is None:
+        def jacobian(xv, items, r0):
+            return fd_jacobian(residuals, xv, items, r0, steps, central, max_rows)
     x = x0.detach().clone()
     B, P = x.shape
     every = torch.arange(B, device=x.device)
@@ -102,7 +110,7 @@ def levenberg_marquardt(residuals, x0: torch.Tensor, iters: int, steps: torch.Te
     for it in range(1, iters + 1):
         need = torch.nonzero(active & stale).squeeze(1)
         if need.numel():
-            J = fd_jacobian(residuals, x[need], need, r[need], steps, central, max_rows).double()
+            J = jacobian(x[need], need, r[need]).double()
             A[need] = J.transpose(1, 2) @ J
             g[need] = (J.transpose(1, 2) @ r[need].double().unsqueeze(-1)).squeeze(-1)
             stale[need] = False
@@ -137,3 +145,110 @@ def levenberg_marquardt(residuals, x0: torch.Tensor, iters: int, steps: torch.Te
         if not bool(active.any()):
             break
     return LMResult(x, start, loss, it, n_jac, item_iters.tolist())
+
+
+def _gram_of_sparse_rows(J: torch.Tensor) -> torch.Tensor:
+    """``J^T J`` for a (R,N) matrix whose rows have few non-zeros (a temporal residual reads one component of a
+    few frames): the rows' outer products scattered, instead of a dense (N,R) x (R,N) product."""
+    rows, cols = torch.nonzero(J, as_tuple=True)
+    N = J.shape[1]
+    out = J.new_zeros(N, N)
+    if rows.numel() == 0:
+        return out
+    counts = torch.bincount(rows, minlength=J.shape[0])
+    k = int(counts.max())
+    start = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(rows.numel(), device=J.device) - start[rows]  # position of each non-zero in its row
+    idx = torch.zeros(J.shape[0], k, dtype=torch.int64, device=J.device)
+    val = J.new_zeros(J.shape[0], k)
+    idx[rows, slot] = cols
+    val[rows, slot] = J[rows, cols]
+    pair = (val.unsqueeze(2) * val.unsqueeze(1)).reshape(-1)  # padding has value 0
+    out.index_put_((idx.unsqueeze(2).expand(-1, k, k).reshape(-1), idx.unsqueeze(1).expand(-1, k, k).reshape(-1)),
+                   pair, accumulate=True)
+    return out
+
+
+def levenberg_marquardt_coupled(residuals, coupled, x0: torch.Tensor, iters: int, steps: torch.Tensor,
+                                central: torch.Tensor, *, lam0: float = 1e-3, rel_tol: float = 1e-6,
+                                callback=None, check=None, max_rows: int = 8192, jacobian=None,
+                                coupled_linear: bool = False) -> LMResult:
+    """:func:`levenberg_marquardt` for items that are ONE problem: the frames of a video window, tied by
+    ``coupled(X (B,P)) -> (B,Mc)`` residuals (temporal terms; row b belongs to item b but may read any row of X)
+    beside the per-item ``residuals(X, items, ref)`` as above. The loss is the window's total
+    ``0.5 |r|^2 + 0.5 |r_c|^2``, so there is one damping, one acceptance and one convergence test for all items,
+    and each step solves the normal equations of all B x P unknowns together: the per-item Jacobians are block
+    diagonal (finite differences, all items' perturbed rows stacked into calls of at most ``max_rows``), the
+    coupled residuals' Jacobian is exact (autograd) and spans items. Same damping rule (Marquardt's scaling,
+    Nielsen's update) as the independent mode. Per-item losses in the result are each item's rows of the total.
+    ``jacobian``: as in :func:`levenberg_marquardt`; ``coupled_linear``: the coupled residuals are affine in X
+    (temporal terms), so their Jacobian and its normal-equation block are computed once."""
+    if jacobian is None:
+        def jacobian(xv, items, r0):
+            return fd_jacobian(residuals, xv, items, r0, steps, central, max_rows)
+    x = x0.detach().clone()
+    B, P = x.shape
+    every = torch.arange(B, device=x.device)
+
+    def evaluate(xv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = _per_item(residuals, xv, every, xv, max_rows).detach()
+        return r, coupled(xv).detach()
+
+    def coupled_jacobian(xv: torch.Tensor) -> torch.Tensor:
+        J = torch.autograd.functional.jacobian(lambda z: coupled(z).reshape(-1), xv, vectorize=True)
+        return J.reshape(-1, B * P).double()  # (B*Mc, B*P)
+
+    def item_loss(r: torch.Tensor, rc: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (r.double().pow(2).sum(-1) + rc.double().pow(2).sum(-1))
+
+    r, rc = evaluate(x)
+    if check is not None:
+        check(torch.cat([r, rc], 1), 0)
+    per_item = item_loss(r, rc)
+    start = per_item.clone()
+    loss = float(per_item.sum())
+    lam, nu = lam0, 2.0
+    stale = True
+    A = g = Jc = Ac = None
+    n_jac = 0
+    it = 0
+    for it in range(1, iters + 1):
+        if stale:
+            J = jacobian(x, every, r).double()  # (B,M,P)
+            if Jc is None or not coupled_linear:
+                Jc = coupled_jacobian(x)
+                Ac = _gram_of_sparse_rows(Jc)
+            A = torch.block_diag(*(J.transpose(1, 2) @ J)) + Ac
+            g = (J.transpose(1, 2) @ r.double().unsqueeze(-1)).reshape(-1) + Jc.t() @ rc.double().reshape(-1)
+            stale = False
+            n_jac += B
+        diag = A.diagonal()
+        floor = float(diag.max().clamp(min=1e-30)) * 1e-9  # parameters the residuals ignore
+        damped = A + torch.diag(lam * diag.clamp(min=0) + floor)
+        L, info = torch.linalg.cholesky_ex(damped)  # symmetric positive definite: half the cost of LU
+        step = (torch.cholesky_solve(-g.unsqueeze(-1), L).squeeze(-1) if int(info) == 0
+                else torch.linalg.solve(damped, -g))  # (B*P,) float64
+        x_try = x + step.view(B, P).to(x.dtype)
+        r_try, rc_try = evaluate(x_try)
+        per_try = item_loss(r_try, rc_try)
+        loss_try = float(per_try.sum())
+        if not torch.isfinite(torch.tensor(loss_try)):
+            loss_try = float("inf")
+        if loss_try < loss:
+            predicted = float(-(g * step).sum() - 0.5 * step @ A @ step)
+            gain = (loss - loss_try) / max(predicted, 1e-300)
+            rel = (loss - loss_try) / max(loss, 1e-300)
+            x, r, rc, per_item, loss = x_try, r_try, rc_try, per_try, loss_try
+            stale = True
+            lam *= max(1 / 3, 1 - (2 * gain - 1) ** 3)
+            nu = 2.0
+            done = rel < rel_tol
+        else:
+            lam *= nu
+            nu *= 2
+            done = lam > 1e12
+        if callback is not None:
+            callback(it, iters)
+        if done:
+            break
+    return LMResult(x, start, per_item, it, n_jac, [it] * B)

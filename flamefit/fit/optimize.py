@@ -3,8 +3,10 @@
 Per item (row of the batch): the loss is checked for finiteness every iteration (a NaN/inf raises
 :class:`FitDivergedError` naming the item, the stage and the iteration), the best iterate is kept
 (Adam may end slightly above it) and the item stops early once converged. Items interact only through parameters
-declared shared in :class:`Sharing` (a video's identity and texture); then keep-best and early stopping act on the
-whole batch, since a shared parameter has one value for all.
+declared shared in :class:`Sharing` (a video's identity and texture) or terms that couple them
+(:class:`flamefit.fit.terms.TemporalTerm` in a video window); then keep-best and early stopping act on the whole
+batch. Stages without rendering run Levenberg-Marquardt (:mod:`flamefit.fit.lm`): per item for photos, jointly
+over a video window's frames when a term couples them; photos and video windows go through this one solver.
 """
 
 from __future__ import annotations
@@ -84,7 +86,10 @@ def run_stage(fitter, stage: Stage, params: FlameParams, batch, sharing: Sharing
     params = params.detach()
     B = params.batch_size
     names = [n for n in stage.free if getattr(params, n) is not None]
-    any_shared = any(sharing.is_shared(n) for n in names)
+    # one value for the batch, or a term tying the items (video windows): keep-best and early stopping act on the
+    # whole batch (a frame's best iterate means nothing apart from its neighbours')
+    any_shared = (any(sharing.is_shared(n) for n in names)
+                  or any(getattr(t, "couples_items", False) for t in stage.terms))
     # leaves: shared fields hold one row, expanded to B in the loss
     leaves = {}
     for n in names:
@@ -232,8 +237,8 @@ def lm_applies(stage: Stage, params: FlameParams, sharing: Sharing) -> bool:
 
 @torch.no_grad()
 def _run_lm(fitter, stage: Stage, params: FlameParams, batch, callback=None) -> tuple[FlameParams, StageLog]:
-    from flamefit.fit.landmarks import head_yaw_rad
-    from flamefit.fit.lm import levenberg_marquardt
+    from flamefit.fit.lm import fd_jacobian, levenberg_marquardt, levenberg_marquardt_coupled
+    from flamefit.model.landmarks import head_yaw_rad
 
     t0 = time.perf_counter()
     params = params.detach()
@@ -241,10 +246,12 @@ def _run_lm(fitter, stage: Stage, params: FlameParams, batch, callback=None) -> 
     B = params.batch_size
     names = _lm_fields(stage, params)
     sizes = [getattr(params, n)[0].numel() for n in names]
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
     shapes = [getattr(params, n).shape[1:] for n in names]
     x0 = torch.cat([getattr(params, n).reshape(B, -1) for n in names], 1)
     steps = torch.cat([torch.full((k,), _FD_SPEC[n][0]) for n, k in zip(names, sizes, strict=True)])
-    central = torch.cat([torch.full((k,), _FD_SPEC[n][1]) for n, k in zip(names, sizes, strict=True)])
+    central = torch.cat([torch.full((k,), _FD_SPEC[n][1] and stage.lm_central)
+                         for n, k in zip(names, sizes, strict=True)])
     steps = steps.to(x0)
 
     def unpack(x: torch.Tensor, rows: torch.Tensor) -> FlameParams:
@@ -255,21 +262,56 @@ def _run_lm(fitter, stage: Stage, params: FlameParams, batch, callback=None) -> 
             off += k
         return p
 
+    per_item = [t for t in stage.terms if not getattr(t, "couples_items", False)]
+    coupling = [t for t in stage.terms if getattr(t, "couples_items", False)]
+
     def residuals(x: torch.Tensor, rows: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         yaw = None
         if fitter.landmarks68 is not None and ref is not x:  # the contour of the linearisation point
             p_ref = unpack(ref, rows)
             yaw = head_yaw_rad(p_ref.global_pose, p_ref.neck_pose)
         ctx = FitContext(fitter, _select_batch(batch, rows), unpack(x, rows), None, contour_yaw_rad=yaw)
-        return torch.cat([t.residuals(ctx) for t in stage.terms], 1)
+        return torch.cat([t.residuals(ctx) for t in per_item], 1)
+
+    def coupled(x: torch.Tensor) -> torch.Tensor:  # the whole window at once
+        ctx = FitContext(fitter, batch, unpack(x, every), None)
+        return torch.cat([t.residuals(ctx) for t in coupling], 1)
 
     def check(r: torch.Tensor, iteration: int) -> None:
         _check_finite(0.5 * r.double().pow(2).sum(-1), batch, stage, iteration)
 
+    # the columns of the coefficients the landmark model is affine in come from its exact vertex derivative
+    # (one model evaluation instead of one per coefficient); the rest by finite differences
+    model = fitter.lmk_model
+    exact = [(n, off, k) for n, k, off in zip(names, sizes, offsets, strict=True)
+             if n in ("shape", "expression") and hasattr(model, "coefficient_jacobian")
+             and not (n == "shape" and fitter.identity_folded)]
+    fd_cols = torch.ones(x0.shape[1], dtype=torch.bool)
+    for _, off, k in exact:
+        fd_cols[off:off + k] = False
+    max_rows = 8192 if coupling else 0  # independent items: one per call (results independent of the batch)
+
+    def jacobian(x: torch.Tensor, rows: torch.Tensor, r0: torch.Tensor) -> torch.Tensor:
+        J = fd_jacobian(residuals, x, rows, r0, steps, central, max_rows, columns=fd_cols)
+        if not exact:
+            return J
+        per = x.shape[0] if max_rows else 1
+        for s in range(0, x.shape[0], per):
+            xs, it = x[s:s + per], rows[s:s + per]
+            J[s:s + per] = _exact_columns(fitter, batch, per_item, unpack, xs, it, exact, steps, J[s:s + per])
+        return J
+
     cb = None if callback is None else (lambda i, n: callback(stage.name.value, i, n))
-    res = levenberg_marquardt(residuals, x0, stage.lm_iters, steps, central, rel_tol=stage.lm_rel_tol,
-                              callback=cb, check=check)
-    out = unpack(res.x, torch.arange(B))._map(lambda t: t.detach().clone())
+    every = torch.arange(B)
+    if coupling:  # a video window: one least-squares problem over all frames
+        res = levenberg_marquardt_coupled(residuals, coupled, x0, stage.lm_iters, steps, central,
+                                          rel_tol=stage.lm_rel_tol, callback=cb, check=check, max_rows=max_rows,
+                                          jacobian=jacobian,
+                                          coupled_linear=all(getattr(t, "linear", False) for t in coupling))
+    else:
+        res = levenberg_marquardt(residuals, x0, stage.lm_iters, steps, central, rel_tol=stage.lm_rel_tol,
+                                  callback=cb, check=check, jacobian=jacobian)
+    out = unpack(res.x, every)._map(lambda t: t.detach().clone())
     out.tex_offset = params.tex_offset
     total, terms = evaluate(stage, FitContext(fitter, batch, out, None))
     values = total.detach().cpu()
@@ -278,6 +320,42 @@ def _run_lm(fitter, stage: Stage, params: FlameParams, batch, callback=None) -> 
                    float(values.sum()), {k: float(v.detach().sum()) for k, v in terms.items()}, res.iters_run,
                    res.loss_start.float().tolist(), values.tolist(), res.item_iters)
     return out, log
+
+
+def _exact_columns(fitter, batch, terms, unpack, x: torch.Tensor, rows: torch.Tensor, exact, steps: torch.Tensor,
+                   J: torch.Tensor) -> torch.Tensor:
+    """``J`` (b,M,P) with the columns of ``exact`` ((field, offset, width) of coefficients the landmark model is
+    affine in) filled: the residuals at the vertices moved by ``step x`` their exact derivative
+    (:meth:`flamefit.model.subset.SubsetFlame.coefficient_jacobian`), the same differences as finite differences
+    of the model would take, without evaluating it per coefficient."""
+    from flamefit.model.landmarks import head_yaw_rad
+
+    b = x.shape[0]
+    p = unpack(x, rows)
+    yaw = head_yaw_rad(p.global_pose, p.neck_pose) if fitter.landmarks68 is not None else None
+    kw = p.flame_kwargs()
+    if fitter.identity_folded:
+        kw.pop("shape")
+    faces = fitter.lmk_model.faces
+    base = None
+    for name, off, k in exact:
+        verts0, dv = fitter.lmk_model.coefficient_jacobian(name, **kw)
+        if base is None:
+            ctx = FitContext(fitter, _select_batch(batch, rows), p, None, contour_yaw_rad=yaw,
+                             landmark_mesh=(verts0, faces))
+            base = torch.cat([t.residuals(ctx) for t in terms], 1)
+        h = steps[off:off + k]
+        xk = x.repeat_interleave(k, 0)
+        cols = torch.arange(k, device=x.device).repeat(b)
+        xk[torch.arange(b * k, device=x.device), off + cols] += h[cols]
+        rk_rows = rows.repeat_interleave(k)
+        verts = (verts0.unsqueeze(1) + h.view(1, k, 1, 1).to(dv) * dv).reshape(b * k, *verts0.shape[1:])
+        ctx = FitContext(fitter, _select_batch(batch, rk_rows), unpack(xk, rk_rows), None,
+                         contour_yaw_rad=None if yaw is None else yaw.repeat_interleave(k),
+                         landmark_mesh=(verts, faces))
+        rk = torch.cat([t.residuals(ctx) for t in terms], 1).view(b, k, -1)
+        J[:, :, off:off + k] = ((rk - base.unsqueeze(1)) / h.view(1, k, 1)).transpose(1, 2)
+    return J
 
 
 def _select_batch(batch, items: torch.Tensor):

@@ -20,8 +20,8 @@ import torch
 
 from flamefit.fit.crop import params_to_original
 from flamefit.fit.fitter import Fitter, RawFit
-from flamefit.fit.landmarks import model_landmarks_68
 from flamefit.fit.params import FlameParams
+from flamefit.model.landmarks import model_landmarks_68
 from flamefit.render.camera import project_points
 
 # results of images larger than this (longest side, pixels) are rendered at a reduced size (``render_scale``)

@@ -65,6 +65,9 @@ class Stage:
     lm_iters: int = 30
     lm_rel_tol: float = 1e-3
     lm_freeze: tuple[str, ...] = ()  # fields LM holds fixed
+    # central differences for the fields the residuals are nonlinear in (poses, translations); False: forward
+    # differences, half the model evaluations (video windows, which start within a frame's motion of the answer)
+    lm_central: bool = True
 
     @property
     def photometric(self) -> bool:

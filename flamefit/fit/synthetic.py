@@ -16,9 +16,9 @@ import torch
 
 from flamefit.fit.fitter import Fitter
 from flamefit.fit.init import focal_from_fov
-from flamefit.fit.landmarks import model_landmarks_68
 from flamefit.fit.params import FlameParams
 from flamefit.fit.targets import FitTarget
+from flamefit.model.landmarks import model_landmarks_68
 from flamefit.render.camera import project_points
 
 # the stand-in's expression component that closes both eyelids (about +2 sd; standin_components.json)

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from flamefit.fit.init import focal_from_fov
-from flamefit.fit.landmarks import model_landmarks_68
 from flamefit.fit.params import FlameParams
 from flamefit.fit.synthetic import BLINK_COMPONENT, _background, face_region
+from flamefit.model.landmarks import model_landmarks_68
 from flamefit.model.lbs import axis_angle_to_matrix
 from flamefit.render.camera import PerspectiveCamera, project_points
 

@@ -7,6 +7,7 @@ stage uses, landmark targets and weights, intrinsics) is computed here once, so 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +43,7 @@ class FitTarget:
     name: str = ""
     observation: object | None = None
     landmarks_source: str = "detected"
+    image_size: tuple[int, int] | None = None  # (H, W) when ``image`` is not at hand (landmark-only batches)
 
     @classmethod
     def from_observation(cls, obs, name: str = "") -> FitTarget:
@@ -98,6 +100,17 @@ class TargetBatch:
             raise KeyError(f"no image level of {size} px prepared (have {sorted(self.levels)})")
         return self.levels[size]
 
+    def select_dense(self, idx) -> TargetBatch:
+        """The batch with only the MediaPipe points ``idx`` (None: all; empty: none), for a fitter view with the
+        same subset (:meth:`flamefit.fit.fitter.Fitter.with_identity`); crops and intrinsics unchanged."""
+        if idx is None or self.dense is None:
+            return self
+        idx = torch.as_tensor(list(idx), dtype=torch.int64)
+        if not len(idx):
+            return dataclasses.replace(self, dense=None, dense_weights=None,
+                                       has_dense=torch.zeros_like(self.has_dense))
+        return dataclasses.replace(self, dense=self.dense[:, idx], dense_weights=self.dense_weights[:, idx])
+
     def landmark_problem_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(targets (B,N,2), weights (B,N), pnp_mask (N,)) over the 68 and dense sets in that order."""
         t, w, m = [], [], []
@@ -137,11 +150,14 @@ def _downsample(a: np.ndarray, size: int) -> np.ndarray:
 
 
 def prepare_batch(targets: list[FitTarget], cfg: FitConfig, uses68: bool, uses_dense: bool,
-                  level_sizes: tuple[int, ...] = (), device=None, dtype=torch.float32) -> TargetBatch:
+                  level_sizes: tuple[int, ...] = (), device=None, dtype=torch.float32,
+                  landmarks_only: bool = False) -> TargetBatch:
     """Crop, resample and move B targets to tensors in crop pixels (see :class:`TargetBatch`).
 
     ``uses68``/``uses_dense``: which landmark sets the fitter has model positions for; ``level_sizes``: the
-    image resolutions the stages render at (the fit resolution is always included)."""
+    image resolutions the stages render at (the fit resolution is always included). ``landmarks_only``: the
+    landmarks, crops and intrinsics alone (no image levels: for stages that render nothing; the images are
+    not read, only their size, from ``image_size`` or the image)."""
     if not targets:
         raise ConfigError("nothing to fit: the list of targets is empty")
     R = int(cfg.resolution)
@@ -151,9 +167,14 @@ def prepare_batch(targets: list[FitTarget], cfg: FitConfig, uses68: bool, uses_d
     n_dense = None
     for i, target in enumerate(targets):
         label = target.name or f"item {i}"
-        image = np.asarray(target.image, dtype=np.float32)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise InputImageError(f"{label}: expected an (H,W,3) RGB image, got {image.shape}")
+        if landmarks_only and target.image_size is not None:
+            image = None
+            H, W = target.image_size
+        else:
+            image = np.asarray(target.image, dtype=np.float32)
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise InputImageError(f"{label}: expected an (H,W,3) RGB image, got {image.shape}")
+            H, W = image.shape[:2]
         pts = [np.asarray(p, dtype=np.float64) for p in (target.lmks_68, target.lmks_dense) if p is not None]
         if not pts:
             raise ConfigError(f"{label}: fitting needs detected landmarks (lmks_68 and/or lmks_dense)")
@@ -167,21 +188,21 @@ def prepare_batch(targets: list[FitTarget], cfg: FitConfig, uses68: bool, uses_d
                 "needs lmks_dense")
         crop = Crop.around(np.concatenate(pts), R, cfg.crop_scale)
         crops.append(crop)
-        H, W = image.shape[:2]
         f = target_focal(target, H, W, cfg.camera)[0]
         pp = (W / 2.0, H / 2.0)
         focal.append(f * crop.scale)
         principal.append(crop.to_crop(np.array(pp)))
-        images.append(crop.warp(image))
-        # pixels of the crop that lie outside the original image carry no measurement
-        valid = crop.warp(np.ones((H, W), np.float32), border="zero") > 0.999
         p68 = crop.to_crop(target.lmks_68) if use68 else None
         pd = crop.to_crop(target.lmks_dense) if use_dense else None
-        if target.mask is not None:
-            m = np.clip(crop.warp(np.asarray(target.mask, dtype=np.float32), border="zero"), 0, 1)
-        else:
-            m = _hull_mask(R, p68, pd)
-        masks.append(m * valid)
+        if not landmarks_only:
+            images.append(crop.warp(image))
+            # pixels of the crop that lie outside the original image carry no measurement
+            valid = crop.warp(np.ones((H, W), np.float32), border="zero") > 0.999
+            if target.mask is not None:
+                m = np.clip(crop.warp(np.asarray(target.mask, dtype=np.float32), border="zero"), 0, 1)
+            else:
+                m = _hull_mask(R, p68, pd)
+            masks.append(m * valid)
         w = np.ones(68) * cfg.weights.lmk68
         w[list(ibug68.JAW)] *= cfg.weights.lmk68_contour
         if target.lmk68_weights is not None:
@@ -204,15 +225,15 @@ def prepare_batch(targets: list[FitTarget], cfg: FitConfig, uses68: bool, uses_d
     def t(a):
         return torch.as_tensor(np.asarray(a), **kw)
 
-    img = t(np.stack(images))
-    mask = t(np.stack(masks))
     batch = TargetBatch(
         targets=list(targets), crops=crops, resolution=R, focal_px=t(focal), principal_px=t(np.stack(principal)),
         lmk68=t(np.stack(l68)) if any68 else None, lmk68_weights=t(np.stack(w68)) if any68 else None,
         has68=torch.as_tensor(h68), dense=t(np.stack(ld)) if any_dense else None,
         dense_weights=t(np.stack(wd)) if any_dense else None, has_dense=torch.as_tensor(hd),
     )
-    batch.levels[R] = ImageLevel(R, img, mask, 1.0)
+    if landmarks_only:
+        return batch
+    batch.levels[R] = ImageLevel(R, t(np.stack(images)), t(np.stack(masks)), 1.0)
     for s in sorted(set(level_sizes) - {R}):
         if s <= 0 or s > R:
             continue

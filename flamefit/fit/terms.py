@@ -2,14 +2,14 @@
 per item, shape (B,). The fit minimises the SUM over items, so independent items never couple (Adam is
 per-element) and B images fitted together give the same result as one by one.
 
-Adding a term (a texture prior, temporal smoothness for video) is one small class here plus one line where the
+Adding a term (a texture prior, another temporal term for video) is one small class here plus one line where the
 stages are built (:mod:`flamefit.fit.stages`); nothing else changes.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,7 +24,7 @@ class FitContext:
     derived quantities computed at most once per iteration (vertices, projected landmarks, the render)."""
 
     def __init__(self, fitter, batch, params: FlameParams, render_size: int | None = None, frozen=None,
-                 contour_yaw_rad: torch.Tensor | None = None):
+                 contour_yaw_rad: torch.Tensor | None = None, landmark_mesh=None):
         self.fitter = fitter
         self.batch = batch
         self.params = params
@@ -32,6 +32,8 @@ class FitContext:
         self.frozen = frozen  # a FrozenRender: geometry fixed for the stage, its pixels computed once
         # (B,) yaw that picks the 68-point contour instead of the params' own (finite-difference Jacobians)
         self.contour_yaw_rad = contour_yaw_rad
+        # (vertices, faces) of the landmark model for ``params`` when already known (exact Jacobian columns)
+        self._given_mesh = landmark_mesh
 
     @functools.cached_property
     def vertices(self) -> torch.Tensor:
@@ -39,6 +41,8 @@ class FitContext:
 
     @functools.cached_property
     def _landmark_mesh(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._given_mesh is not None:
+            return self._given_mesh
         if self.render_size is None:
             return self.fitter.landmark_vertices(self.params)
         return self.vertices, self.fitter.faces
@@ -284,19 +288,65 @@ class TexOffsetSymmetryTerm(LossTerm):
 
 
 @dataclass
-class TemporalSmoothnessTerm(LossTerm):
-    """For video batches (items = consecutive frames): squared change of ``fields`` between neighbouring frames,
-    each pair's cost split between its two frames. Couples items on purpose; not used for independent photos."""
+class TemporalTerm(LossTerm):
+    """For video windows (items = consecutive frames, in time order):
+    ``sum_f accel[f] |x[t+1] - 2 x[t] + x[t-1]|^2 + velocity[f] |x[t] - x[t-1]|^2`` over per-frame fields (a weight is
+    a number, or one per component, e.g. the camera depth apart from x/y), with the frozen ``history`` rows (field ->
+    (H, D) tensor, oldest first: the last frames already written before the window, so there is no seam at window
+    boundaries) in front of the window's frames. Each pair's and triple's cost is put on its last frame (the sum is
+    what is minimised). It couples the items on purpose (``couples_items``): the optimisers then keep the best
+    iterate of the whole window, and Levenberg-Marquardt solves the window's frames jointly
+    (:func:`flamefit.fit.lm.levenberg_marquardt_coupled`). Weights in per-frame^2 units of the field (radians, sd,
+    metres); the tracker's defaults are in :mod:`flamefit.track.terms`."""
 
-    fields: tuple[str, ...] = ("expression", "jaw_pose", "global_pose")
+    accel: dict = field(default_factory=dict)
+    velocity: dict = field(default_factory=dict)
+    history: dict = field(default_factory=dict)
+    couples_items: bool = True
+    linear: bool = True  # its residuals are affine in the parameters (exact Gauss-Newton, a constant Jacobian)
+
+    def _rows(self, p):
+        """Per field and kind: (D,) weights and the (B, D) differences assigned to the window's frames (zeros for
+        frames without enough predecessors)."""
+        B = p.batch_size
+        for name in sorted(set(self.accel) | set(self.velocity)):
+            x = getattr(p, name)
+            if x is None:
+                continue
+            x = x.flatten(1)
+            h = self.history.get(name)
+            if h is not None and len(h):
+                x = torch.cat([h.to(x).flatten(1), x], 0)
+            for w, order in ((self.velocity.get(name, 0.0), 1), (self.accel.get(name, 0.0), 2)):
+                wd = _dim_weights(w, x)
+                if wd is None:
+                    continue
+                if x.shape[0] > order:
+                    d = x[1:] - x[:-1] if order == 1 else x[2:] - 2 * x[1:-1] + x[:-2]  # ends at frame k + order
+                    d = d[-B:]
+                    if d.shape[0] < B:  # the first frames have no predecessors (no history)
+                        d = torch.cat([d.new_zeros(B - d.shape[0], d.shape[1]), d])
+                else:
+                    d = x.new_zeros(B, x.shape[1])
+                yield wd, d
 
     def value(self, ctx):
         p = ctx.params
         out = p.shape.new_zeros(p.batch_size)
-        if p.batch_size < 2:
-            return out
-        for f in self.fields:
-            x = getattr(p, f).flatten(1)
-            d = (x[1:] - x[:-1]).pow(2).sum(-1) / 2
-            out = out + torch.cat([d, d.new_zeros(1)]) + torch.cat([d.new_zeros(1), d])
+        for wd, d in self._rows(p):
+            out = out + (d.pow(2) * wd).sum(-1)
         return out
+
+    def residuals(self, ctx):
+        """(B, M): row b depends on frame b and its predecessors (the coupled solver's Jacobian spans frames)."""
+        p = ctx.params
+        rows = [d * (2 * self.weight * wd).sqrt() for wd, d in self._rows(p)]
+        return torch.cat(rows, 1) if rows else p.shape.new_zeros(p.batch_size, 0)
+
+
+def _dim_weights(w, x: torch.Tensor) -> torch.Tensor | None:
+    """(D,) weights for the flattened field ``x`` (T,D) from a number or one value per component; None if all 0."""
+    t = torch.as_tensor(w, dtype=x.dtype, device=x.device).reshape(-1)
+    if not bool((t != 0).any()):
+        return None
+    return t.expand(x.shape[1]) if t.numel() == 1 else t

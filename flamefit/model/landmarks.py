@@ -3,7 +3,10 @@
 :class:`MeshLandmarks` evaluates any such set (e.g. MediaPipe's 478 points, see
 :mod:`flamefit.fit.correspondence`). :class:`Landmarks68` is the RingNet/DECA 68-point scheme: 51 static
 inner points plus 17 jaw-contour points picked from 79 yaw bins (0..39 degrees, then -1..-39), as the FLAME
-authors do, so that the contour follows the silhouette when the head turns.
+authors do, so that the contour follows the silhouette when the head turns: :func:`model_landmarks_68` picks it
+by the posed head's yaw relative to the camera (:func:`head_yaw_rad`; checked on the stand-in: the chosen far-side
+points have normals perpendicular to the view, i.e. lie on the silhouette). Index groups are in
+:mod:`flamefit.ibug68`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 import torch
 
 from flamefit.errors import ModelFileError
+from flamefit.model.lbs import axis_angle_to_matrix
 from flamefit.model.safe_pickle import load_restricted
 
 
@@ -190,3 +194,20 @@ def load_ringnet_68(static_pkl: str | Path | None = None, dynamic_npy: str | Pat
     _check_embedding(s_idx, s_bary, None, str(static_path))
     _check_embedding(d_idx, d_bary, None, str(dynamic_path))
     return Landmarks68(s_idx, s_bary, d_idx, d_bary, source=f"{static_path}, {dynamic_path}")
+
+
+# -- the 68 points of a posed head (contour by the head's yaw) ----------------------------------------------
+
+def head_yaw_rad(global_pose: torch.Tensor, neck_pose: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) yaw of the head relative to a camera looking at FLAME's face (global then neck rotation)."""
+    R = axis_angle_to_matrix(global_pose)
+    if neck_pose is not None:
+        R = R @ axis_angle_to_matrix(neck_pose)
+    return yaw_from_rotation(R)
+
+
+def model_landmarks_68(lmk: Landmarks68, vertices: torch.Tensor, faces: torch.Tensor,
+                       global_pose: torch.Tensor, neck_pose: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,68,3) model-frame points in iBUG order, the contour chosen by the head's yaw (not differentiated)."""
+    yaw = head_yaw_rad(global_pose.detach(), None if neck_pose is None else neck_pose.detach())
+    return lmk.project(vertices, faces, yaw)

@@ -29,8 +29,8 @@ def render_photos(out_dir: str | Path, space: str | Path, n: int, *, flame, land
 
     from flamefit.fit.api import build_fitter
     from flamefit.fit.config import load_config
-    from flamefit.fit.landmarks import model_landmarks_68
     from flamefit.fit.synthetic import face_region, random_params
+    from flamefit.model.landmarks import model_landmarks_68
     from flamefit.model.texture_space import load_texture_space
     from flamefit.render.camera import project_points
     from flamefit.render.mesh_renderer import render_mesh

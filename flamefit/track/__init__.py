@@ -3,8 +3,9 @@
     from flamefit.track import TrackConfig, track_video, MediaPipeFrames
     track_video("clip.mp4", "out/", fitter, MediaPipeFrames(), TrackConfig(mode="landmarks"))
 
-:mod:`flamefit.track.tracker` (the streaming windowed tracker, identity fit), :mod:`flamefit.track.terms`
-(temporal terms with frozen history), :mod:`flamefit.track.outputs` (per-frame files, identity, summary, point cache),
+:mod:`flamefit.track.tracker` (the streaming windowed tracker, identity fit; its windows are solved by
+:mod:`flamefit.fit`'s one solver with :class:`flamefit.fit.terms.TemporalTerm`), :mod:`flamefit.track.terms` (the
+default temporal weights), :mod:`flamefit.track.outputs` (per-frame files, identity, summary, point cache),
 :mod:`flamefit.track.video` (decode -> detect -> track -> write, resumable), :mod:`flamefit.track.segments`
 (parallel segments on the run layer).
 """

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flamefit.fit.landmarks import model_landmarks_68
 from flamefit.fit.params import FlameParams
 from flamefit.io.outputs import DONE_SUFFIX, OutputSet, atomic_write_bytes, atomic_write_text, is_finished
+from flamefit.model.landmarks import model_landmarks_68
 from flamefit.render.camera import project_points
 from flamefit.track.tracker import Identity, TrackedFrame
 

@@ -46,12 +46,13 @@ from flamefit.errors import ConfigError
 from flamefit.fit.config import FitConfig, StageConfig
 from flamefit.fit.crop import params_to_crop, params_to_original
 from flamefit.fit.init import video_focal
-from flamefit.fit.optimize import Sharing, run_stage
+from flamefit.fit.optimize import Sharing
 from flamefit.fit.params import FlameParams
 from flamefit.fit.stages import build_stages
 from flamefit.fit.targets import FitTarget, prepare_batch
+from flamefit.fit.terms import PriorTerm, TemporalTerm
 from flamefit.track.smoother import DEFAULT_LAG, DEFAULT_LAMBDA, ZeroLagSmoother
-from flamefit.track.terms import DEFAULT_ACCEL, DEFAULT_VELOCITY, TemporalTerm
+from flamefit.track.terms import DEFAULT_ACCEL, DEFAULT_VELOCITY
 
 MODES = ("landmarks", "photometric")
 SMOOTHERS = ("zero-lag", "window")
@@ -244,9 +245,11 @@ def _float_image(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
-def frame_target(obs: FrameObs, focal_px: float | None) -> FitTarget:
-    return FitTarget(image=_float_image(obs.image), lmks_68=obs.lmks_68, lmks_dense=obs.lmks_dense,
-                     focal_px=focal_px, name=f"frame {obs.index}")
+def frame_target(obs: FrameObs, focal_px: float | None, image_size: tuple[int, int] | None = None) -> FitTarget:
+    """The frame as a fit target; with ``image_size`` a landmark-only target (the image is not converted)."""
+    image = None if image_size is not None else _float_image(obs.image)
+    return FitTarget(image=image, lmks_68=obs.lmks_68, lmks_dense=obs.lmks_dense, focal_px=focal_px,
+                     name=f"frame {obs.index}", image_size=image_size)
 
 
 def _cat(rows: list[FlameParams]) -> FlameParams:
@@ -330,7 +333,7 @@ class Tracker:
                       "fitted": 0, "known": 0}
         self.timings = {"fit_s": 0.0, "prepare_s": 0.0, "landmarks_s": 0.0, "photometric_s": 0.0}
         self._fcfg = self._stage_config()
-        self._models: dict = {}  # landmark sets -> identity_model (FLAME on their vertices, identity folded in)
+        self._views: dict = {}  # dense point set -> the fitter with the identity folded in (_view)
 
     # -- stream --------------------------------------------------------------------------------------------------
     def push(self, obs: FrameObs) -> None:
@@ -380,49 +383,17 @@ class Tracker:
             self.smoother.finish()
 
     # -- one window ----------------------------------------------------------------------------------------------
-    def _landmark_batch(self, frames: list[FrameObs]):
-        """The landmark part of :func:`flamefit.fit.targets.prepare_batch` (same crops, intrinsics and weights),
-        without resampling the images: landmark stages never read pixels, and each frame is prepared twice."""
-        from flamefit import ibug68
-        from flamefit.fit.crop import Crop
-        from flamefit.fit.targets import TargetBatch
-
-        f, cfg = self.fitter, self._fcfg
-        R = int(cfg.resolution)
-        kw = {"device": f.device, "dtype": f.dtype}
-        use68 = f.landmarks68 is not None and all(o.lmks_68 is not None for o in frames)
-        use_dense = f.dense is not None and all(o.lmks_dense is not None for o in frames)
-        if not (use68 or use_dense):  # mixed sets in one window: the general path
-            return prepare_batch([frame_target(o, self.identity.focal_px) for o in frames], cfg,
-                                 f.landmarks68 is not None, f.dense is not None, device=f.device, dtype=f.dtype)
-        w68 = np.ones(68) * cfg.weights.lmk68
-        w68[list(ibug68.JAW)] *= cfg.weights.lmk68_contour
-        crops, focal, pp, l68, ld = [], [], [], [], []
-        for o in frames:
-            pts = [np.asarray(p, np.float64) for p in (o.lmks_68, o.lmks_dense) if p is not None]
-            crop = Crop.around(np.concatenate(pts), R, cfg.crop_scale)
-            crops.append(crop)
-            H, W = self.identity.image_size
-            focal.append(self.identity.focal_px * crop.scale)
-            pp.append(crop.to_crop(np.array((W / 2.0, H / 2.0))))
-            if use68:
-                l68.append(crop.to_crop(o.lmks_68))
-            if use_dense:
-                ld.append(crop.to_crop(o.lmks_dense))
-        B = len(frames)
-
-        def t(a):
-            return torch.as_tensor(np.asarray(a), **kw)
-
-        n_d = len(ld[0]) if use_dense else 0
-        return TargetBatch(
-            targets=[FitTarget(image=o.image, lmks_68=o.lmks_68, lmks_dense=o.lmks_dense, name=f"frame {o.index}")
-                     for o in frames],
-            crops=crops, resolution=R, focal_px=t(focal), principal_px=t(np.stack(pp)),
-            lmk68=t(np.stack(l68)) if use68 else None, lmk68_weights=t(np.tile(w68, (B, 1))) if use68 else None,
-            has68=torch.full((B,), use68), dense=t(np.stack(ld)) if use_dense else None,
-            dense_weights=t(np.full((B, n_d), cfg.weights.lmk_dense)) if use_dense else None,
-            has_dense=torch.full((B,), use_dense))
+    def _batch(self, frames: list[FrameObs]):
+        """The window's targets in crop pixels (:func:`flamefit.fit.targets.prepare_batch`): images only in
+        photometric mode, the landmark stages read none."""
+        f = self.fitter
+        if self.cfg.mode == "photometric":
+            return prepare_batch([frame_target(o, self.identity.focal_px) for o in frames], self._fcfg,
+                                 f.landmarks68 is not None, f.dense is not None, (self.cfg.photometric_resolution,),
+                                 device=f.device, dtype=f.dtype)
+        return prepare_batch([frame_target(o, self.identity.focal_px, self.identity.image_size) for o in frames],
+                             self._fcfg, f.landmarks68 is not None, f.dense is not None, device=f.device,
+                             dtype=f.dtype, landmarks_only=True)
 
     def _stage_config(self) -> FitConfig:
         c = self.cfg
@@ -435,28 +406,44 @@ class Tracker:
                                     resolution=c.photometric_resolution),
         )
 
-    def _stages(self, batch, cold: bool, history: list[FlameParams]):
+    def _temporal(self, history: list[FlameParams]) -> TemporalTerm | None:
+        """The windows' temporal term, seeing the last written frames (None when the temporal weight is 0)."""
         c = self.cfg
-        fcfg = self._fcfg
-        if cold:
-            fcfg = dataclasses.replace(fcfg, landmarks=StageConfig(iters=c.cold_iters, lr=self.fitter.cfg.landmarks.lr))
-        names = (("rigid",) if cold else ()) + ("landmarks",) + (("photometric",) if c.mode == "photometric" else ())
-        f = self.fitter
-        stages = build_stages(fcfg, has68=f.landmarks68 is not None and batch.lmk68 is not None,
-                              has_dense=f.dense is not None and batch.dense is not None,
-                              n_tex=f.texture_space.n_components, free_albedo=f.free_albedo, names=names)
+        s = c.forward_weight
+        if s <= 0:
+            return None
         hist = {}
         if history:
             hp = _cat(history)
             hist = {n: getattr(hp, n) for n in set(c.accel) | set(c.velocity)}
-        s = c.forward_weight
-        temporal = TemporalTerm("temporal", 1.0, {k: _scaled(v, s) for k, v in c.accel.items()},
-                                {k: _scaled(v, s) for k, v in c.velocity.items()}, hist)
+        return TemporalTerm("temporal", 1.0, {k: _scaled(v, s) for k, v in c.accel.items()},
+                            {k: _scaled(v, s) for k, v in c.velocity.items()}, hist)
+
+    def _stages(self, fitter, batch, cold: bool, history: list[FlameParams], names: tuple[str, ...]):
+        """The fit's stages ``names`` for a window: identity fields held, the temporal term added; in the LM
+        landmark stage the tracker's priors and iteration counts."""
+        c = self.cfg
+        fcfg = self._fcfg
+        if cold:
+            fcfg = dataclasses.replace(fcfg, landmarks=StageConfig(iters=c.cold_iters, lr=self.fitter.cfg.landmarks.lr))
+        if c.solver == "lm":
+            fcfg = dataclasses.replace(fcfg, landmarks=dataclasses.replace(
+                fcfg.landmarks, solver="lm", lm_iters=c.lm_cold_iters if cold else c.lm_iters, lm_rel_tol=1e-4))
+        stages = build_stages(fcfg, has68=fitter.landmarks68 is not None and batch.lmk68 is not None,
+                              has_dense=fitter.dense is not None and batch.dense is not None,
+                              n_tex=fitter.texture_space.n_components, free_albedo=fitter.free_albedo, names=names)
+        temporal = self._temporal(history)
         out = []
         for st in stages:
             free = tuple(n for n in st.free if n not in IDENTITY_FIELDS)
-            terms = tuple(st.terms) + ((temporal,) if s > 0 else ())
-            out.append(dataclasses.replace(st, free=free, terms=terms))
+            terms = [t for t in st.terms if not (isinstance(t, PriorTerm) and t.field in IDENTITY_FIELDS)]
+            if st.solver == "lm":  # the window solver's priors (see TrackConfig.priors)
+                terms = [dataclasses.replace(t, weight=float(c.priors[t.field]))
+                         if isinstance(t, PriorTerm) and t.field in c.priors else t for t in terms]
+            # forward differences, as the former window solver had: a warm window starts within a frame's motion
+            # of the answer, and central ones would double the model evaluations of the pose columns
+            out.append(dataclasses.replace(st, free=free, terms=tuple(terms) + ((temporal,) if temporal else ()),
+                                           lm_central=False))
         return out
 
     def _initial(self, frames: list[FrameObs], batch, cold: bool) -> FlameParams:
@@ -509,12 +496,8 @@ class Tracker:
         f = self.fitter
         if batch.lmk68 is not None and f.landmarks68 is not None:  # the 68 points, identity folded in: cheapest
             from flamefit import ibug68
-            from flamefit.track.solver import identity_model
 
-            if ("pnp68",) not in self._models:
-                shape = torch.as_tensor(self.identity.shape, dtype=f.dtype, device=f.device)
-                self._models[("pnp68",)] = identity_model(f, shape, ("68",))
-            model = self._models[("pnp68",)]
+            model = self._view(batch).lmk_model
             rest = model(expression=sub.expression, neck_pose=sub.neck_pose, jaw_pose=sub.jaw_pose,
                          eye_pose=sub.eye_pose)
             pts = f.model_points(zero, rest.vertices, ("68",), model.faces)["68"].double().cpu().numpy()
@@ -573,71 +556,48 @@ class Tracker:
     def _fit(self, frames: list[FrameObs], cold: bool) -> tuple[list[FlameParams], np.ndarray]:
         t0 = time.perf_counter()
         f = self.fitter
-        if self.cfg.mode == "photometric":
-            batch = prepare_batch([frame_target(o, self.identity.focal_px) for o in frames], self._fcfg,
-                                  f.landmarks68 is not None, f.dense is not None, (self.cfg.photometric_resolution,),
-                                  device=f.device, dtype=f.dtype)
-        else:
-            batch = self._landmark_batch(frames)
+        batch = self._batch(frames)
         params = self._initial(frames, batch, cold)
         history = [] if cold else self.history
         self.timings["prepare_s"] += time.perf_counter() - t0
-        light_done = not cold
-        stages = self._stages(batch, cold, history)
+        photometric = ("photometric",) if self.cfg.mode == "photometric" else ()
+        video = Sharing.video()  # the identity is shared; the window's stages hold it (IDENTITY_FIELDS)
         if self.cfg.solver == "lm":
-            t1 = time.perf_counter()
-            params = self._solve_lm(params, batch, cold, history)
-            self.timings["landmarks_s"] += time.perf_counter() - t1
-            stages = [st for st in stages if st.photometric]
-        for stage in stages:
-            t1 = time.perf_counter()
-            if stage.photometric:
-                if not light_done:
-                    f.init_light(params, batch, stage.resolution)
-                    light_done = True
-                params, _ = run_stage(f, stage, params, batch, Sharing())
-                self.timings["photometric_s"] += time.perf_counter() - t1
-            else:
-                params, _ = run_stage(f, stage, params, batch, Sharing())
-                self.timings["landmarks_s"] += time.perf_counter() - t1
+            # the landmark stage on the identity's landmark model (fit's Levenberg-Marquardt, coupled over the
+            # window by the temporal term); a cold window starts from PnP (_initial), so no rigid stage
+            view = self._view(batch)
+            vbatch = batch.select_dense(self._dense_idx(batch))
+            params, logs = view.run_stages(self._stages(view, vbatch, cold, history, ("landmarks",)), params, vbatch,
+                                           video)
+            names = photometric
+        else:
+            logs = []
+            names = (("rigid",) if cold else ()) + ("landmarks",) + photometric
+        params, more = f.run_stages(self._stages(f, batch, cold, history, names), params, batch, video,
+                                    light_done=not cold)
+        for log in logs + more:
+            key = "photometric_s" if log.name.startswith("photometric") else "landmarks_s"
+            self.timings[key] += log.seconds
         residuals = self._residuals(params, batch)
         rows = [params_to_original(_row(params, b), batch.crops[b]) for b in range(batch.size)]
         return rows, residuals
 
-    def _solve_lm(self, params: FlameParams, batch, cold: bool, history: list[FlameParams]) -> FlameParams:
-        from flamefit.track.solver import solve_window
-
-        c = self.cfg
-        hist = {}
-        if history:
-            hp = _cat(history)
-            hist = {n: getattr(hp, n) for n in set(c.accel) | set(c.velocity)}
-        s = c.forward_weight
-        out, _ = solve_window(self.fitter, batch, params, iters=c.lm_cold_iters if cold else c.lm_iters,
-                              accel={k: _scaled(v, s) for k, v in c.accel.items()},
-                              velocity={k: _scaled(v, s) for k, v in c.velocity.items()}, history=hist,
-                              priors=c.priors,
-                              model=self._identity_model(batch), dense_idx=self._dense_idx(batch))
-        return out
-
     def _dense_idx(self, batch):
+        """The MediaPipe points the window solver uses (TrackConfig.dense_points); None: all."""
         sel = DENSE_POINTS[self.cfg.dense_points]
         if sel is None or batch.dense is None:
             return None
-        return [i for i in sel if i < batch.dense.shape[1]]
+        return tuple(i for i in sel if i < batch.dense.shape[1])
 
-    def _identity_model(self, batch):
-        from flamefit.track.solver import identity_model
-
-        f = self.fitter
-        which = tuple(k for k, v, m in (("68", batch.lmk68, f.landmarks68), ("dense", batch.dense, f.dense))
-                      if v is not None and m is not None)
-        if self._dense_idx(batch) == []:
-            which = tuple(k for k in which if k != "dense")
-        if which not in self._models:
+    def _view(self, batch):
+        """The fitter with the identity folded into its landmark model and the window solver's MediaPipe points
+        (:meth:`flamefit.fit.fitter.Fitter.with_identity`), one per point set."""
+        key = self._dense_idx(batch)
+        if key not in self._views:
+            f = self.fitter
             shape = torch.as_tensor(self.identity.shape, dtype=f.dtype, device=f.device)
-            self._models[which] = identity_model(f, shape, which, self._dense_idx(batch))
-        return self._models[which]
+            self._views[key] = f.with_identity(shape, key)
+        return self._views[key]
 
     @torch.no_grad()
     def _residuals(self, params: FlameParams, batch) -> np.ndarray:
@@ -646,11 +606,8 @@ class Tracker:
 
         f = self.fitter
         which = "68" if batch.lmk68 is not None else "dense"
-        if hasattr(f, "landmark_vertices"):
-            verts, faces = f.landmark_vertices(params)
-            pts = f.model_points(params, verts, (which,), faces)[which]
-        else:
-            pts = f.model_points(params, f.vertices(params)[0], (which,))[which]
+        verts, faces = f.landmark_vertices(params)
+        pts = f.model_points(params, verts, (which,), faces)[which]
         proj = project_points(f.to_camera(params, pts), params.intrinsics())
         target = batch.lmk68 if which == "68" else batch.dense
         rms = (proj - target).pow(2).sum(-1).mean(-1).sqrt().cpu().numpy()

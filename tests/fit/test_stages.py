@@ -96,7 +96,7 @@ def test_shared_identity_across_a_batch(lm_fitter):
     p = raws[0].params
     both = p._map(lambda t: torch.cat([t, t + 0.1]))
     ctx = T.FitContext(lm_fitter, None, both)
-    smooth = T.TemporalSmoothnessTerm("smooth", 1.0, ("jaw_pose",))(ctx)
+    smooth = T.TemporalTerm("smooth", 1.0, {}, {"jaw_pose": 1.0})(ctx)
     assert smooth.shape == (2,) and float(smooth.sum()) == pytest.approx(3 * 0.01, rel=1e-4)
 
 

@@ -11,10 +11,9 @@ import torch
 
 from flamefit.bench.track_metrics import jitter_report, lag_frames
 from flamefit.fit.params import FlameParams
-from flamefit.fit.terms import FitContext
+from flamefit.fit.terms import FitContext, TemporalTerm
 from flamefit.track import GivenLandmarks, TrackConfig, track_video
 from flamefit.track.outputs import finished_frames, read_point_cache, write_point_cache
-from flamefit.track.terms import TemporalTerm
 
 FIELDS = ("frame_index", "time_s", "vertices", "cam", "K", "shape", "exp", "pose", "neck", "eyes", "tex", "light",
           "lmks_68_fit", "lmks_68")

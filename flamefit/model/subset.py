@@ -5,6 +5,9 @@ vertices. Linear blend skinning is per vertex, and the joints are linear in the 
 (``J = J_regressor @ (v_template + dirs @ coeffs)``), so restricting the blendshapes, pose correctives and
 skinning weights to those vertices gives EXACTLY the full model's positions there, several times cheaper
 (forward and backward).
+
+:meth:`SubsetFlame.with_identity` folds a known identity (shape coefficients) into the template: a video's frames
+share one shape, and their landmark evaluations then skip the identity blendshapes (exact as well).
 """
 
 from __future__ import annotations
@@ -41,6 +44,24 @@ class SubsetFlame:
         self.lbs_weights = model.lbs_weights[used]
         self._param = model._param
 
+    def with_identity(self, shape: torch.Tensor) -> SubsetFlame:
+        """A copy with the identity ``shape`` (n_shape,) folded into the template and joints: it takes no ``shape``
+        argument (passing one raises), so a stale identity cannot be mixed in by mistake."""
+        import copy
+
+        out = copy.copy(self)
+        ns = self.n_shape
+        s = shape.reshape(1, -1).to(self.v_template)
+        if s.shape[1] > ns:
+            raise ValueError(f"the identity has {s.shape[1]} shape components, the model {ns}")
+        ns = s.shape[1]
+        out.v_template = self.v_template + (s @ self.shapedirs[:ns]).view(-1, 3)
+        out.j_template = self.j_template + (s @ self.j_dirs[:ns]).view(-1, 3)
+        out.shapedirs = self.shapedirs[self.n_shape:].contiguous()
+        out.j_dirs = self.j_dirs[self.n_shape:].contiguous()
+        out.n_shape = 0
+        return out
+
     @property
     def num_vertices(self) -> int:
         return self.vertex_idx.shape[0]
@@ -66,6 +87,34 @@ class SubsetFlame:
         verts = R[..., 0] * v_posed[..., 0:1] + R[..., 1] * v_posed[..., 1:2] + R[..., 2] * v_posed[..., 2:3] + t
         tr = self._param(translation, 3, B, "translation").unsqueeze(1)
         return _Out(verts + tr, posed_joints + tr)
+
+
+    def coefficient_jacobian(self, field: str, shape=None, expression=None, global_pose=None, neck_pose=None,
+                             jaw_pose=None, eye_pose=None, translation=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vertices (B,n,3), their derivative by the ``field`` ('shape' or 'expression') coefficients given
+        (B,K,n,3)), exactly and without a model evaluation per coefficient: the coefficients enter linearly before
+        skinning (``R_v E_k``) and through the joints, which move the skinning transforms' translations linearly
+        (``sum_j w_vj T_j(Jdir_k)``); the vertices are affine in them. Same keyword arguments as a call."""
+        out = self(shape, expression, global_pose, neck_pose, jaw_pose, eye_pose, translation)
+        given = shape if field == "shape" else expression
+        if field not in ("shape", "expression") or given is None:
+            raise ValueError(f"coefficient_jacobian: no {field!r} coefficients given")
+        B, K = given.shape
+        first = 0 if field == "shape" else self.n_shape
+        n = self.v_template.shape[0]
+        E = self.shapedirs[first:first + K].view(K, n, 3)
+        Jd = self.j_dirs[first:first + K].view(K, -1, 3)
+        pose = torch.cat([self._param(global_pose, 3, B, "global_pose"), self._param(neck_pose, 3, B, "neck_pose"),
+                          self._param(jaw_pose, 3, B, "jaw_pose"), self._param(eye_pose, 6, B, "eye_pose")],
+                         dim=1).view(B, -1, 3).to(E)
+        rot = axis_angle_to_matrix(pose)
+        _, T = rigid_transforms(rot, self.j_template.unsqueeze(0).expand(B, -1, -1).to(E), self.parents)
+        nJ = T.shape[1]
+        Rv = (self.lbs_weights @ T[:, :, :3, :3].reshape(B, nJ, 9)).view(B, n, 3, 3)
+        _, Tk = rigid_transforms(rot.repeat_interleave(K, 0), Jd.repeat(B, 1, 1), self.parents)  # linear in joints
+        dT = Tk[:, :, :3, 3].view(B, K, nJ, 3)
+        dv = torch.einsum("bvcd,kvd->bkvc", Rv, E) + torch.einsum("vj,bkjc->bkvc", self.lbs_weights, dT)
+        return out.vertices, dv
 
 
 class _Out:
