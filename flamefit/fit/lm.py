@@ -64,6 +64,11 @@ def fd_jacobian(residuals, x: torch.Tensor, items: torch.Tensor, r0: torch.Tenso
     return torch.cat(out, 0)
 
 
+def _fd(residuals, steps: torch.Tensor, central: torch.Tensor, max_rows: int):
+    """The default Jacobian: :func:`fd_jacobian` of ``residuals``."""
+    return lambda x, items, r0: fd_jacobian(residuals, x, items, r0, steps, central, max_rows)
+
+
 def _per_item(residuals, x: torch.Tensor, items: torch.Tensor, ref: torch.Tensor, max_rows: int) -> torch.Tensor:
     """``residuals`` in calls of at most ``max_rows`` rows, or one call per item when 0."""
     if max_rows > 0:
@@ -87,9 +92,7 @@ def levenberg_marquardt(residuals, x0: torch.Tensor, iters: int, steps: torch.Te
     (0: every call holds one item's rows only: the float rounding of an item then never depends on the others,
     and B items give bitwise the results of B single solves; the Jacobian's rows make each call large anyway).
     ``jacobian(x, items, r0) -> (b,M,P)``: replaces :func:`fd_jacobian` (e.g. exact columns for some fields)."""
-    if jacobian is None:
-        def jacobian(xv, items, r0):
-            return fd_jacobian(residuals, xv, items, r0, steps, central, max_rows)
+    jacobian = jacobian or _fd(residuals, steps, central, max_rows)
     x = x0.detach().clone()
     B, P = x.shape
     every = torch.arange(B, device=x.device)
@@ -183,9 +186,7 @@ def levenberg_marquardt_coupled(residuals, coupled, x0: torch.Tensor, iters: int
     Nielsen's update) as the independent mode. Per-item losses in the result are each item's rows of the total.
     ``jacobian``: as in :func:`levenberg_marquardt`; ``coupled_linear``: the coupled residuals are affine in X
     (temporal terms), so their Jacobian and its normal-equation block are computed once."""
-    if jacobian is None:
-        def jacobian(xv, items, r0):
-            return fd_jacobian(residuals, xv, items, r0, steps, central, max_rows)
+    jacobian = jacobian or _fd(residuals, steps, central, max_rows)
     x = x0.detach().clone()
     B, P = x.shape
     every = torch.arange(B, device=x.device)

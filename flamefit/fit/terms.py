@@ -294,8 +294,8 @@ class TemporalTerm(LossTerm):
     a number, or one per component, e.g. the camera depth apart from x/y), with the frozen ``history`` rows (field ->
     (H, D) tensor, oldest first: the last frames already written before the window, so there is no seam at window
     boundaries) in front of the window's frames. Each pair's and triple's cost is put on its last frame (the sum is
-    what is minimised). It couples the items on purpose (``couples_items``): the optimisers then keep the best
-    iterate of the whole window, and Levenberg-Marquardt solves the window's frames jointly
+    what is minimised). It couples the items on purpose (``couples_items``): Levenberg-Marquardt then solves the
+    window's frames jointly
     (:func:`flamefit.fit.lm.levenberg_marquardt_coupled`). Weights in per-frame^2 units of the field (radians, sd,
     metres); the tracker's defaults are in :mod:`flamefit.track.terms`."""
 
