@@ -87,8 +87,7 @@ def run_stage(fitter, stage: Stage, params: FlameParams, batch, sharing: Sharing
     B = params.batch_size
     names = [n for n in stage.free if getattr(params, n) is not None]
     # one value for the batch: keep-best and early stopping act on the whole batch. A term coupling the items (a
-    # window's temporal term) does not change that here: tried window-wide, the detected clip of bench track
-    # came out 4.17 -> 4.50 mm whole-clip in photometric mode, so Adam keeps the best iterate per frame
+    # window's temporal term) leaves them per frame, as before: window-wide gave the same bench track numbers
     any_shared = any(sharing.is_shared(n) for n in names)
     # leaves: shared fields hold one row, expanded to B in the loss
     leaves = {}
