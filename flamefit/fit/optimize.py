@@ -297,7 +297,8 @@ def _run_lm(fitter, stage: Stage, params: FlameParams, batch, callback=None) -> 
         per = x.shape[0] if max_rows else 1
         for s in range(0, x.shape[0], per):
             xs, it = x[s:s + per], rows[s:s + per]
-            J[s:s + per] = _exact_columns(fitter, batch, per_item, unpack, xs, it, exact, steps, J[s:s + per])
+            J[s:s + per] = _exact_columns(fitter, batch, per_item, unpack, xs, it, exact, steps, J[s:s + per],
+                                          r0[s:s + per])
         return J
 
     cb = None if callback is None else (lambda i, n: callback(stage.name.value, i, n))
@@ -322,11 +323,11 @@ def _run_lm(fitter, stage: Stage, params: FlameParams, batch, callback=None) -> 
 
 
 def _exact_columns(fitter, batch, terms, unpack, x: torch.Tensor, rows: torch.Tensor, exact, steps: torch.Tensor,
-                   J: torch.Tensor) -> torch.Tensor:
+                   J: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """``J`` (b,M,P) with the columns of ``exact`` ((field, offset, width) of coefficients the landmark model is
     affine in) filled: the residuals at the vertices moved by ``step x`` their exact derivative
     (:meth:`flamefit.model.subset.SubsetFlame.coefficient_jacobian`), the same differences as finite differences
-    of the model would take, without evaluating it per coefficient."""
+    of the model would take, without evaluating it per coefficient. ``base`` (b,M): the residuals at ``x``."""
     from flamefit.model.landmarks import head_yaw_rad
 
     b = x.shape[0]
@@ -336,13 +337,8 @@ def _exact_columns(fitter, batch, terms, unpack, x: torch.Tensor, rows: torch.Te
     if fitter.identity_folded:
         kw.pop("shape")
     faces = fitter.lmk_model.faces
-    base = None
     for name, off, k in exact:
         verts0, dv = fitter.lmk_model.coefficient_jacobian(name, **kw)
-        if base is None:
-            ctx = FitContext(fitter, _select_batch(batch, rows), p, None, contour_yaw_rad=yaw,
-                             landmark_mesh=(verts0, faces))
-            base = torch.cat([t.residuals(ctx) for t in terms], 1)
         h = steps[off:off + k]
         xk = x.repeat_interleave(k, 0)
         cols = torch.arange(k, device=x.device).repeat(b)
