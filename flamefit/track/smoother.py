@@ -26,13 +26,17 @@ import numpy as np
 import torch
 
 FIELDS = ("global_pose", "neck_pose", "jaw_pose", "eye_pose", "expression", "cam_translation")
-# lam per field (the cutoff period is about 2 pi lam^(1/4) frames): x/y ~35 frames, depth ~20, the head's rotation
+# lam per field (the cutoff period is about 2 pi lam^(1/4) frames): x/y ~26 frames, depth ~20, the head's rotation
 # ~20, jaw/expression/eyes ~9 (a syllable at 25 frames/s takes about 7). Depth was smoothed 100x harder (lam 1e5,
 # ~110 frames), tuned on ``flamefit bench track``'s clip, whose head keeps its distance; on ../shared/eval's clip
 # (real detector, the head moves 29 mm sd in depth) that froze the depth wrongly: whole-clip error 16.7 -> 4.9 mm
-# with lam 100 and the depth velocity weight of x/y, per-frame error and jitter unchanged.
+# with lam 100 and the depth velocity weight of x/y, per-frame error and jitter unchanged. x/y were smoothed 10x
+# harder than the head's rotation (lam 1000); landmarks trade image x/y against yaw/pitch, and smoothing the two
+# unequally shifts their sum in time: on that clip the fitted nose led the truth by ~0.5 frame (lag -1) and the
+# whole-clip error was 4.05 mm. With x/y at 300: lag 0, 3.29 mm, jitter ratio 0.29 -> 0.27, per-frame unchanged
+# (x/y at 100: lag +1, 3.24 mm; MediaPipe's tracking mode itself trails the truth by ~0.45 frame).
 DEFAULT_LAMBDA = {"global_pose": 100.0, "neck_pose": 100.0, "jaw_pose": 4.0, "eye_pose": 4.0,
-                  "expression": 4.0, "cam_translation": (1000.0, 1000.0, 100.0)}
+                  "expression": 4.0, "cam_translation": (300.0, 300.0, 100.0)}
 DEFAULT_LAG = 40
 
 
