@@ -113,6 +113,11 @@ class WeightsConfig:
     shape_prior: float = 1e-4  # sum of squared coefficients (sd units)
     expr_prior: float = 1e-4
     jaw_prior: float = 1e-3
+    # the jaw's sideways turn and roll (absolute weight on rad^2; see JawPriorTerm). 1.0 on stills: ../shared/eval
+    # 0.879 -> 0.864 mm (mean 1.099 -> 1.051), but bench fit's detected column 1.774 -> 1.827 mm (mean 2.394 -> 2.351)
+    # and its jaw-opening error 2.28 -> 2.51 mm, so 0 here; the tracker's windows use TrackConfig.jaw_lateral_prior
+    jaw_lateral_prior: float = 0.0
+    jaw_closed: float = 0.0  # the jaw closed past closed (opening < 0; absolute; 100 and 1e4 did worse on the clip)
     neck_prior: float = 1e-3
     eye_pose_prior: float = 1e-3
     tex_prior: float = 1e-4

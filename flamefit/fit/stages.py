@@ -117,7 +117,8 @@ def build_stages(cfg: FitConfig, *, has68: bool, has_dense: bool, n_tex: int, fr
 
     def priors() -> list[T.LossTerm]:
         return [T.PriorTerm("shape_prior", w.shape_prior, "shape"), T.PriorTerm("expr_prior", w.expr_prior,
-                "expression"), T.PriorTerm("jaw_prior", w.jaw_prior, "jaw_pose"),
+                "expression"),
+                T.JawPriorTerm("jaw_prior", w.jaw_prior, lateral=w.jaw_lateral_prior, closed=w.jaw_closed),
                 T.PriorTerm("neck_prior", w.neck_prior, "neck_pose"),
                 T.PriorTerm("eye_pose_prior", w.eye_pose_prior, "eye_pose")]
 

@@ -6,7 +6,8 @@
   ``neck``, ``eyes``, ``tex``, ``light``, ``lmks_68_fit``, ``lmks_68``/``lmks_dense`` as detected,
   ``blendshape_scores`` when available) plus the raw parameters ``param_*`` (original-frame intrinsics) that a
   resumed run warm-starts from. A field that cannot be given is absent and ``missing`` (a JSON string) says why.
-- ``DIR/identity.npz`` (+ ``texture.png`` in photometric mode), ``DIR/track.json`` (summary), ``DIR/overlay.mp4``
+- ``DIR/identity.npz`` (+ ``texture.png`` where the identity's appearance was fitted: photometric mode, and
+  landmark mode with ``identity_photometric``), ``DIR/track.json`` (summary), ``DIR/overlay.mp4``
   and ``DIR/mesh.obj`` + ``DIR/mesh.pc2`` (point cache of every tracked frame, Blender: Mesh Cache modifier).
 """
 
@@ -165,7 +166,8 @@ def save_identity(out_dir, identity: Identity, fitter=None) -> Path:
     buf = io.BytesIO()
     np.savez(buf, **identity.arrays())
     path = atomic_write_bytes(identity_path(out_dir), buf.getvalue())
-    if identity.mode == "photometric" and fitter is not None and fitter.vt is not None:
+    # a light is stored where the identity fit had a photometric stage: its texture was fitted too
+    if identity.light is not None and fitter is not None and fitter.vt is not None:
         save_texture_png(Path(out_dir) / "texture.png", fitter, identity)
     return path
 

@@ -50,7 +50,7 @@ from flamefit.fit.optimize import Sharing
 from flamefit.fit.params import FlameParams
 from flamefit.fit.stages import build_stages
 from flamefit.fit.targets import FitTarget, prepare_batch
-from flamefit.fit.terms import PriorTerm, TemporalTerm
+from flamefit.fit.terms import JawPriorTerm, PriorTerm, TemporalTerm
 from flamefit.track.smoother import DEFAULT_LAG, DEFAULT_LAMBDA, ZeroLagSmoother
 from flamefit.track.terms import DEFAULT_ACCEL, DEFAULT_VELOCITY
 
@@ -82,6 +82,7 @@ class TrackConfig:
     photometric_resolution: int = 64  # render side of the per-window photometric stage (pixels)
     identity_photometric_resolution: int = 128  # render side of the identity's photometric stage
     identity_photometric_iters: int = 60  # photometric iterations of the identity fit (all K frames at once)
+    identity_photometric: bool = True  # landmark mode too: the identity's shape from landmarks + photometric
     temporal_weight: float = 1.0  # factor on all temporal weights and the smoother (0: frames independent)
     # 'zero-lag': the windows only regularise (temporal weights x zero_lag_forward) and a two-sided smoother
     # (flamefit.track.smoother) smooths the trajectories with smooth_lag frames of past and future: no phase lag,
@@ -93,8 +94,16 @@ class TrackConfig:
     zero_lag_forward: float = 0.01
     smooth_lambda: dict = field(default_factory=lambda: dict(DEFAULT_LAMBDA))
     # prior weights replacing the fit config's in the window solver: landmarks barely tell a neck rotation from a
-    # head rotation, and a free neck trades off against the camera (the head then wanders in the camera frame)
+    # head rotation, and a free neck trades off against the camera (the head then wanders in the camera frame).
+    # A window's frames share one identity fitted from K frames, so the expression is the only per-frame shape
+    # freedom left and soaks up the detector's noise (norm 3.0 vs the truth's 1.7 on ../shared/eval's clip);
+    # 3e-4 (3x the stills') took that clip from 1.28 to 1.13 mm per frame, 1e-3 to 1.07 mm but 3.2 mm whole-clip.
     priors: dict = field(default_factory=lambda: {"neck_pose": 1.0})
+    # the windows' prior on the jaw's sideways turn and roll (weights.jaw_lateral_prior; the stills keep theirs):
+    # with one identity for the clip the jaw's free axes soak up the detector's noise (fitted roll up to 0.12 rad on
+    # ../shared/eval's clip, whose jaw has none). There 0 -> 1 (windows and identity fit) gave 1.277 -> 1.233 mm per
+    # frame, 3.21 -> 3.24 mm whole clip (landmark mode); on stills (bench fit) it was mixed, so they keep 0.
+    jaw_lateral_prior: float = 1.0
     accel: dict = field(default_factory=lambda: dict(DEFAULT_ACCEL))
     velocity: dict = field(default_factory=lambda: dict(DEFAULT_VELOCITY))
     # MediaPipe points the window solver uses next to the 68: 'iris' (the 10 iris points, which carry the gaze the
@@ -124,6 +133,8 @@ class TrackConfig:
                      "lm_cold_iters"):
             if getattr(self, name) < 0:
                 bad.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.jaw_lateral_prior >= 0:
+            bad.append(f"jaw_lateral_prior must be >= 0, got {self.jaw_lateral_prior}")
         for name in ("lr", "photometric_lr", "cut_jump", "reinit_error"):
             if not getattr(self, name) > 0:
                 bad.append(f"{name} must be > 0, got {getattr(self, name)}")
@@ -195,7 +206,7 @@ class Identity:
     tex_offset: np.ndarray | None = None
     frame_indices: list = field(default_factory=list)
     mode: str = "landmarks"
-    light: np.ndarray | None = None  # (9,C) light of the identity fit (start for photometric frames)
+    light: np.ndarray | None = None  # (9,C) the identity fit's light (landmark mode: the frames'; else their start)
     focal_source: str = "unknown"  # where focal_px came from (flamefit.fit.init.video_focal)
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -279,21 +290,25 @@ def fit_identity(fitter, frames: list[FrameObs], cfg: TrackConfig) -> Identity:
     H, W = np.asarray(frames[0].image).shape[:2]
     focal, focal_source = video_focal(H, W, fitter.cfg.camera)
     targets = [frame_target(f, focal) for f in frames]
-    if cfg.mode == "photometric":
+    photometric = cfg.mode == "photometric" or cfg.identity_photometric
+    # the windows' jaw prior here too: on bench track's clips it was better than the stills' (0) in all four
+    # columns (e.g. oracle photometric whole clip 2.70 -> 2.54 mm)
+    fcfg = dataclasses.replace(fitter.cfg, weights=dataclasses.replace(fitter.cfg.weights,
+                                                                       jaw_lateral_prior=cfg.jaw_lateral_prior))
+    if photometric:
         fcfg = dataclasses.replace(
-            fitter.cfg, photometric=dataclasses.replace(fitter.cfg.photometric, iters=cfg.identity_photometric_iters,
-                                                        resolution=cfg.identity_photometric_resolution))
-        full = _with_config(fitter, fcfg)
+            fcfg, photometric=dataclasses.replace(fcfg.photometric, iters=cfg.identity_photometric_iters,
+                                                  resolution=cfg.identity_photometric_resolution))
         names = ("rigid", "landmarks", "appearance", "photometric")
-        raws = full.fit_batch(targets, stages=names, sharing=Sharing.video())
     else:
-        raws = fitter.fit_batch(targets, stages=("rigid", "landmarks"), sharing=Sharing.video())
+        names = ("rigid", "landmarks")
+    raws = _with_config(fitter, fcfg).fit_batch(targets, stages=names, sharing=Sharing.video())
     p = raws[0].params
     return Identity(shape=p.shape[0].cpu().numpy(), tex=p.tex[0].cpu().numpy(), focal_px=float(focal),
                     image_size=(int(H), int(W)),
                     tex_offset=None if p.tex_offset is None else p.tex_offset[0].cpu().numpy(),
                     frame_indices=[f.index for f in frames], mode=cfg.mode,
-                    light=p.light[0].cpu().numpy() if cfg.mode == "photometric" else None,
+                    light=p.light[0].cpu().numpy() if photometric else None,
                     focal_source=focal_source)
 
 
@@ -437,6 +452,8 @@ class Tracker:
         for st in stages:
             free = tuple(n for n in st.free if n not in IDENTITY_FIELDS)
             terms = [t for t in st.terms if not (isinstance(t, PriorTerm) and t.field in IDENTITY_FIELDS)]
+            terms = [dataclasses.replace(t, lateral=c.jaw_lateral_prior) if isinstance(t, JawPriorTerm) else t
+                     for t in terms]
             if st.solver == "lm":  # the window solver's priors (see TrackConfig.priors)
                 terms = [dataclasses.replace(t, weight=float(c.priors[t.field]))
                          if isinstance(t, PriorTerm) and t.field in c.priors else t for t in terms]
@@ -455,13 +472,13 @@ class Tracker:
             self.identity.apply(p)
             self._pnp_rigid(p, batch, list(range(batch.size)))
             ident = p
-            if self.cfg.mode == "photometric" and self.identity.light is not None:
+            if self.identity.light is not None:  # landmark mode too: the K frames' light
                 ident.light = torch.as_tensor(self.identity.light, dtype=p.light.dtype).expand_as(p.light).clone()
             return ident
         if cold:
             p = self.fitter.initial_params(batch)  # PnP + linear solve per frame (crop intrinsics)
             ident = self.identity.apply(p.detach())
-            if self.cfg.mode == "photometric" and self.identity.light is not None:
+            if self.identity.light is not None:  # landmark mode too: the K frames' light
                 ident.light = torch.as_tensor(self.identity.light, dtype=p.light.dtype).expand_as(p.light).clone()
             return ident
         rows = [pp for _, pp in self.pending]

@@ -129,3 +129,24 @@ def test_lm_stages_in_a_batch_equal_single_fits_exactly(standin):
         for name in ("shape", "expression", "global_pose", "neck_pose", "cam_translation", "focal_px"):
             assert torch.equal(getattr(raw_b.params, name), getattr(raw_1.params, name)), name
         assert [s.iters_run for s in raw_b.stages] == [s.iters_run for s in raw_1.stages]
+
+
+def test_jaw_prior_weighs_opening_sideways_and_closing_apart(lm_setup):
+    """The jaw prior: the opening under its weight, the sideways turn and roll under ``lateral``, a jaw closed past
+    closed under ``closed``; its least-squares form is the same loss and ``value`` the loss over the weight."""
+    f, batch, p0 = lm_setup
+    p = p0.detach()
+    term = T.JawPriorTerm("jaw_prior", 1e-3, lateral=1.0, closed=10.0)
+    for jaw, want in (([0.2, 0.0, 0.0], 1e-3 * 0.04), ([0.2, 0.05, -0.02], 1e-3 * 0.04 + 0.0025 + 0.0004),
+                      ([-0.1, 0.0, 0.0], 1e-3 * 0.01 + 10 * 0.01)):
+        p.jaw_pose = torch.tensor([jaw], dtype=p.jaw_pose.dtype)
+        ctx = T.FitContext(f, batch, p)
+        assert float(term(ctx)) == pytest.approx(want, rel=1e-5)
+        assert float(0.5 * term.residuals(ctx).pow(2).sum()) == pytest.approx(want, rel=1e-5)
+        assert float(term.value(ctx)) == pytest.approx(want / 1e-3, rel=1e-5)
+    # the fit config's weights reach the stages' jaw prior
+    f2 = Fitter(f.model, texture_space=f.texture_space, landmarks68=f.landmarks68,
+                config=fast_config("weights.jaw_lateral_prior=0.5", "weights.jaw_closed=2"))
+    stage = next(s for s in f2.stages(batch=batch) if s.name is StageName.LANDMARKS)
+    jaw = next(t for t in stage.terms if t.name == "jaw_prior")
+    assert isinstance(jaw, T.JawPriorTerm) and (jaw.lateral, jaw.closed) == (0.5, 2.0)

@@ -20,7 +20,8 @@ FIELDS = ("frame_index", "time_s", "vertices", "cam", "K", "shape", "exp", "pose
 
 
 def small_cfg(**kw) -> TrackConfig:
-    cfg = TrackConfig(identity_frames=4, window=6, tail=2, iters=12, cold_rigid_iters=10, cold_iters=30, smooth_lag=5)
+    cfg = TrackConfig(identity_frames=4, window=6, tail=2, iters=12, cold_rigid_iters=10, cold_iters=30, smooth_lag=5,
+                      identity_photometric_iters=10, identity_photometric_resolution=64)
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
@@ -194,6 +195,23 @@ def test_photometric_mode_writes_light_and_texture(track_fitter, make_clip, tmp_
     assert doc["timings"]["photometric_s"] > 0
 
 
+def test_landmark_mode_identity_fits_appearance_unless_told_not_to(track_fitter, make_clip, tmp_path):
+    """Landmark mode: the identity fit's photometric stage (identity_photometric) gives the frames the K frames'
+    fitted light and texture, not the start values; without it the identity has no light and no texture.png."""
+    fitter = track_fitter[0]
+    clip, path = make_clip("short", n_frames=10)
+    run(fitter, clip, path, tmp_path / "on", small_cfg(identity_frames=3))
+    ident = np.load(tmp_path / "on" / "identity.npz")
+    assert "light" in ident.files and (tmp_path / "on" / "texture.png").is_file()
+    light = load_all(tmp_path / "on", range(10), "light")
+    assert np.allclose(light, ident["light"][None], atol=1e-6)  # every frame: the identity's light
+    assert np.abs(light[0, 1:]).max() > 1e-3  # fitted: the start is ambient only (bands 1-8 zero)
+    run(fitter, clip, path, tmp_path / "off", small_cfg(identity_frames=3, identity_photometric=False))
+    ident_off = np.load(tmp_path / "off" / "identity.npz")
+    assert "light" not in ident_off.files and not (tmp_path / "off" / "texture.png").exists()
+    assert not np.allclose(ident_off["tex"], ident["tex"])
+
+
 def test_rerun_in_another_mode_refuses_to_mix_tracks(track_fitter, make_clip, tmp_path):
     from flamefit.errors import ConfigError
 
@@ -220,3 +238,13 @@ def test_video_focal_prior_is_recorded_and_a_rerun_with_another_focal_refuses(tr
         fitter.cfg, camera=dataclasses.replace(fitter.cfg.camera, video_fov_deg=30.0)))
     with pytest.raises(ConfigError, match="focal length"):
         run(other, clip, path, tmp_path, small_cfg(identity_frames=3))
+
+
+def test_tracking_settings_are_validated():
+    from flamefit.errors import ConfigError
+
+    small_cfg().validate()
+    for k, v, msg in (("jaw_lateral_prior", -1.0, "jaw_lateral_prior"), ("smooth_lag", 0, "smooth_lag"),
+                      ("mode", "dense", "mode")):
+        with pytest.raises(ConfigError, match=msg):
+            small_cfg(**{k: v}).validate()
