@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import math
 import os
-import resource
-import sys
 
 import numpy as np
 
 from flamefit.fit.synthetic import similarity_align
+from flamefit.texspace.pipeline import peak_rss_mb as peak_rss_mb  # the one definition
 
 # -- jitter ---------------------------------------------------------------------------------------------------------
 
@@ -157,20 +156,6 @@ def vertex_error_report(pred: np.ndarray, gt: np.ndarray, region: np.ndarray | N
 
 
 # -- memory ----------------------------------------------------------------------------------------------------------
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB: ``VmHWM`` from /proc (resettable, see
-    :func:`reset_peak_rss`) where available, else ``resource.getrusage`` (the peak over the process lifetime)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KiB on Linux
-
 
 def current_rss_mb() -> float | None:
     """Resident set size now (MiB), or None where /proc is not available."""

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flamefit import _files
 from flamefit.errors import FaceNotFound, ModelFileError
 from flamefit.model.landmarks import MeshLandmarks
 
@@ -70,11 +71,8 @@ def cache_directory(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where correspondences are cached: ``cache_dir``, ``$FLAMEFIT_CACHE_DIR``, or the user cache dir."""
     if cache_dir is not None:
         return Path(cache_dir)
-    if os.environ.get("FLAMEFIT_CACHE_DIR"):
-        return Path(os.environ["FLAMEFIT_CACHE_DIR"])
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("flamefit")) / "correspondence"
+    env = _files.env_cache_dir()  # the variable's folder itself; only the default gets a subfolder
+    return env if env is not None else _files.cache_dir() / "correspondence"
 
 
 def _model_key(model, texture=None) -> str:
@@ -129,10 +127,9 @@ def dense_correspondence(model, cache_dir: str | os.PathLike | None = None, *, r
         raise
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, face_idx=face_idx, bary=bary, n_views_used=report.n_views_used,
-                 spread_mm=report.spread_mm, version=ALGORITHM_VERSION)
-        os.replace(tmp, path)  # atomic: parallel processes never read half a file
+        with _files.atomic_path(path, suffix=".npz") as tmp:  # atomic: parallel processes never read half a file
+            np.savez(tmp, face_idx=face_idx, bary=bary, n_views_used=report.n_views_used,
+                     spread_mm=report.spread_mm, version=ALGORITHM_VERSION)
         failed.unlink(missing_ok=True)
     except OSError:
         pass  # an unwritable cache only costs time

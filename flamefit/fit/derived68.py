@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from flamefit._files import atomic_path
 from flamefit.errors import ModelFileError
 from flamefit.model.landmarks import Landmarks68, MeshLandmarks
 
@@ -94,17 +93,13 @@ def landmarks68_from_dense(dense: MeshLandmarks, model, cache_dir: str | os.Path
         except (OSError, KeyError, ValueError):
             pass  # damaged: recompute
     lmk = _derive(dense, verts, faces)
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # atomic: concurrent runs never read half a file
             np.savez(fh, s_idx=lmk.static.face_idx.numpy(), s_bary=lmk.static.bary.numpy(),
                      d_idx=lmk.dynamic_face_idx.numpy(), d_bary=lmk.dynamic_bary.numpy())
-        os.replace(tmp, path)  # atomic: concurrent runs never read half a file
     except OSError:  # an unwritable cache only costs time
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        pass
     return lmk
 
 

@@ -7,10 +7,11 @@ colours (V,3). Files are written atomically (temporary name, then rename) so a c
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from flamefit._files import atomic_path
 
 
 def _np(a) -> np.ndarray | None:
@@ -29,11 +30,9 @@ def _to_uint8(image) -> np.ndarray:
 
 
 def _atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode) as fh:
+    with atomic_path(path) as tmp, open(tmp, mode) as fh:
         fh.write(data)
-    os.replace(tmp, path)
 
 
 def save_png(path: str | Path, image) -> Path:

@@ -34,33 +34,13 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+# the one atomic write lives in flamefit._files (re-exported here for existing callers)
+from flamefit._files import atomic_write_bytes as atomic_write_bytes
+from flamefit._files import atomic_write_text
+from flamefit._files import unique_tmp_name as unique_tmp_name
+
 DONE_SUFFIX = ".done.json"
 DONE_FORMAT = "flamefit-done/1"
-
-
-def unique_tmp_name(path: Path) -> Path:
-    """A hidden temporary sibling of ``path``, unique per process and call, keeping the suffix."""
-    return path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}-{path.name}")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a unique temporary file and ``os.replace`` (readers see old or new)."""
-    path = Path(path)
-    tmp = unique_tmp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_npz(path: str | os.PathLike, arrays: dict, compress_level: int = 1) -> Path:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from flamefit._files import atomic_path, cache_dir
 from flamefit.errors import ModelFileError
 
 GENERATED_ATLAS_VERSION = 1
@@ -191,12 +191,7 @@ def generate_uv_layout(vertices, faces) -> UVLayout:
 
 def uv_cache_directory() -> Path:
     """Where generated atlases are cached: ``$FLAMEFIT_CACHE_DIR/uv``, else the user cache dir's ``uv``."""
-    env = os.environ.get("FLAMEFIT_CACHE_DIR")
-    if env:
-        return Path(env) / "uv"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("flamefit")) / "uv"
+    return cache_dir() / "uv"
 
 
 def generated_uv_layout(vertices, faces, cache_dir: str | os.PathLike | None = None) -> UVLayout:
@@ -221,16 +216,12 @@ def generated_uv_layout(vertices, faces, cache_dir: str | os.PathLike | None = N
         except (OSError, KeyError, ValueError):
             pass  # damaged: recompute and overwrite
     layout = generate_uv_layout(v, f)
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.npz")
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # atomic: concurrent runs never see half a file
             np.savez(fh, vt=layout.vt.numpy(), ft=layout.ft.numpy(), source=np.array(layout.source))
-        os.replace(tmp, path)  # atomic: concurrent runs never see half a file
     except OSError:  # an unwritable cache only costs time
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        pass
     return layout
 
 

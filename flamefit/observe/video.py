@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flamefit._files import AtomicPath
 from flamefit.errors import ConfigError, VideoError
 
 # Encoders tried in order for mp4 output: H.264 (libx264, or FFmpeg's generic name), then MPEG-4 part 2, which every
@@ -547,7 +548,8 @@ class VideoWriter:
         self.quality = int(quality)
         self.variable_rate = variable_rate
         self.threads = threads
-        self.tmp_path = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
+        self._out = AtomicPath(self.path)  # the container picks its format from the (kept) suffix
+        self.tmp_path = self._out.tmp
         self.frames_written = 0
         self._container = None
         self._stream = None
@@ -647,7 +649,7 @@ class VideoWriter:
             self.abort()
             raise VideoError(f"cannot finish video {self.path}: {e}") from e
         self._container = None
-        os.replace(self.tmp_path, self.path)
+        self._out.commit()
         self._closed = True
         return self.path
 
@@ -660,4 +662,4 @@ class VideoWriter:
             except Exception:  # noqa: BLE001 - best effort while already failing
                 pass
             self._container = None
-        self.tmp_path.unlink(missing_ok=True)
+        self._out.discard()

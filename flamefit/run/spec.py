@@ -15,6 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from flamefit._files import CACHE_DIR_ENV, env_cache_dir
 from flamefit.errors import ConfigError
 
 NO_TEXTURE_SPACE = ("none", "free", "")
@@ -86,8 +87,8 @@ def resolve_assets(flame=None, texture_space=None, landmarks_static=None, landma
 def resolve_cache_dir() -> str | None:
     """``$FLAMEFIT_CACHE_DIR`` resolved once in the parent, else None (workers then use the platform's user cache
     folder, the same one the parent would use, and the cache is keyed by content, so nothing depends on it)."""
-    env = os.environ.get("FLAMEFIT_CACHE_DIR")
-    return str(Path(env).expanduser().resolve()) if env else None
+    env = env_cache_dir()
+    return str(env) if env is not None else None
 
 
 # variables a worker keeps: they change logging only, never a result
@@ -111,7 +112,7 @@ def pin_environment(spec: RunSpec) -> None:
     os.environ["FLAMEFIT_CONFIG"] = os.path.join(os.sep, "nonexistent-flamefit-worker", "config.toml")
     os.environ["FLAMEFIT_DATA_DIR"] = os.path.join(os.sep, "nonexistent-flamefit-worker", "data")
     if spec.cache_dir:
-        os.environ["FLAMEFIT_CACHE_DIR"] = spec.cache_dir
+        os.environ[CACHE_DIR_ENV] = spec.cache_dir
     if spec.threads is not None:  # for libraries that read it at import (OpenMP): one policy, the spec's
         os.environ["OMP_NUM_THREADS"] = str(spec.threads)
 

@@ -83,7 +83,8 @@ class UnwrapWorker:
                       message=f"{seconds:.1f} s (fit {meta['fit_s']:.1f} s); "
                               f"{100 * meta['known_fraction_of_layout']:.0f}% of the layout seen",
                       outputs=[f"{item.name}.npz", f"{item.name}.json"],
-                      data={"fit_s": meta["fit_s"], "unwrap_s": meta["unwrap_s"], "worker_peak_rss_mb": peak_rss_mb()})
+                      data={"fit_s": meta["fit_s"], "unwrap_s": meta["unwrap_s"],
+                            "worker_peak_rss_mb": round(peak_rss_mb(), 1)})
 
 
 def _stamp(space: str | None) -> list[int] | None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flamefit._files import atomic_path
 from flamefit.errors import ModelFileError
 from flamefit.texspace.fills import push_pull
 from flamefit.texspace.strokes import training_holes
@@ -202,9 +202,8 @@ def _masked_losses(pred: torch.Tensor, target: torch.Tensor, holes: torch.Tensor
 
 def _atomic_torch_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_checkpoint(path: str | Path, net: InpaintNet, optimizer: torch.optim.Optimizer | None, step: int,

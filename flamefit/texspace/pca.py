@@ -17,13 +17,13 @@ as UV maps or rendered on a mesh.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from flamefit._files import atomic_path
 from flamefit.errors import ConfigError
 
 
@@ -146,9 +146,8 @@ def _randomized_pca(Xc: torch.Tensor, K: int, seed: int, oversample: int = 10, p
 
 def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def save_texture_space(path: str | Path, mean, components, vt, ft, *, explained_variance_ratio=None,
@@ -233,9 +232,8 @@ def save_preview(path: str | Path, image: np.ndarray) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    Image.fromarray(image).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:  # PNG whatever the name: PIL picks the format from the suffix
+        Image.fromarray(image).save(tmp)
     return path
 
 

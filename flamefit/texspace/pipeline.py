@@ -46,7 +46,6 @@ stand-in 21.2 (12.9 with all its 50 components); true albedos with the fits' hol
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time
@@ -57,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flamefit._files import atomic_path
 from flamefit.errors import ConfigError, InputImageError, ModelFileError
 
 STAGES = ("unwrap", "train-inpaint", "inpaint", "pca")
@@ -176,22 +176,29 @@ class Iteration:
 
 def _atomic_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _atomic_npz(path: Path, arrays: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(r / (1024 * 1024) if sys.platform == "darwin" else r / 1024, 1)
+    """Peak resident set size of this process in MiB: ``VmHWM`` from /proc (resettable, see
+    :func:`flamefit.bench.track_metrics.reset_peak_rss`) where available, else ``resource.getrusage`` (the peak
+    over the process lifetime)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KiB on Linux
 
 
 def read_stage(it: Iteration, stage: str) -> dict | None:
@@ -202,7 +209,7 @@ def read_stage(it: Iteration, stage: str) -> dict | None:
 
 
 def write_stage(it: Iteration, stage: str, doc: dict) -> dict:
-    doc = {"stage": stage, "iteration": it.index, "peak_rss_mb": peak_rss_mb(),
+    doc = {"stage": stage, "iteration": it.index, "peak_rss_mb": round(peak_rss_mb(), 1),
            "threads": torch.get_num_threads(), **doc}
     _atomic_text(it.stage_path(stage), json.dumps(doc, indent=1))
     return doc
@@ -686,9 +693,8 @@ def build(work: str | Path, out: str | Path, cfg: BuildConfig, unwrap: UnwrapFn,
     last = Iteration(work, cfg.iterations - 1)
     report.failed = list(read_stage(last, "unwrap").get("failed", [])) if read_stage(last, "unwrap") else []
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.npz")
-    shutil.copyfile(last.space, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out, suffix=".npz") as tmp:
+        shutil.copyfile(last.space, tmp)
     prev = out.with_name(out.stem + "_preview.png")
     if last.preview.is_file():
         shutil.copyfile(last.preview, prev)

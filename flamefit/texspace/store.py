@@ -16,7 +16,6 @@ skipping what exists)::
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flamefit._files import atomic_path
 from flamefit.errors import InputImageError, ModelFileError
 
 
 def _atomic_savez(path: Path, arrays: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)
     return path
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from flamefit._files import atomic_path
 from flamefit.fit.params import FlameParams
 from flamefit.io.outputs import DONE_SUFFIX, OutputSet, atomic_write_bytes, atomic_write_text, is_finished
 from flamefit.model.landmarks import model_landmarks_68
@@ -226,13 +226,10 @@ def write_point_cache(out_dir, fitter, fps: float) -> dict | None:
     indices = sorted(i for i in finished_frames(out_dir) if is_frame_done(out_dir, i))
     if not indices:
         return None
-    from flamefit.io.outputs import unique_tmp_name
-
     path = out_dir / "mesh.pc2"
-    tmp = unique_tmp_name(path)
     faces = fitter.faces.cpu().numpy()
     first = None
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             n_points = None
             for idx in indices:
@@ -246,10 +243,6 @@ def write_point_cache(out_dir, fitter, fps: float) -> dict | None:
                 fh.write(np.ascontiguousarray(v).tobytes())
             fh.seek(0)
             fh.write(struct.pack("<12siiffi", b"POINTCACHE2\0", 1, n_points, 0.0, 1.0, len(indices)))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in first] + [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
     atomic_write_text(out_dir / "mesh.obj", "# flamefit track: first tracked frame; animate with mesh.pc2\n"
                       + "\n".join(lines) + "\n")
