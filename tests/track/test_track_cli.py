@@ -41,12 +41,26 @@ def test_track_cli_writes_frames_overlay_mesh_and_resumes(env, shared_assets, tm
     assert doc["video"]["fps"] == 25.0 and doc["frames"]["no_face"] == 0
     assert doc["overlay"]["frames"] == 7 and (out / "overlay.mp4").is_file()
     assert doc["mesh"]["samples"] == 7 and (out / "mesh.pc2").is_file()
+    # landmark mode's identity has a photometric stage by default: its texture is written
+    assert doc["config"]["track"]["identity_photometric"] and (out / "texture.png").is_file()
     rc = main(["track", str(video), "--out", str(out), "--end", "0.5", "--every", "2", "--no-overlay",
                "--no-mesh", *FAST])
     assert rc == 0
     doc = json.loads((out / "track.json").read_text())
     assert doc["frames"]["skipped_already_done"] == 7 and doc["frames"]["written_this_run"] == 0
     assert doc["identity"]["reused"]
+
+
+def test_track_cli_identity_landmarks_only(env, shared_assets, tmp_path):
+    video = shared_assets / "videos" / "obama_weekly_address_matted_512.mp4"
+    if not video.is_file():
+        pytest.skip(f"{video} is not in the shared assets")
+    rc = main(["track", str(video), "--out", str(tmp_path), "--end", "0.2", "--every", "2", "--no-overlay",
+               "--no-mesh", "--identity-landmarks-only", *FAST])
+    assert rc == 0
+    doc = json.loads((tmp_path / "track.json").read_text())
+    assert doc["config"]["track"]["identity_photometric"] is False and not (tmp_path / "texture.png").exists()
+    assert "light" not in np.load(tmp_path / "identity.npz").files
 
 
 def test_track_cli_rejects_fps_and_every_together(env, shared_assets, tmp_path):
