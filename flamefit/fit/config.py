@@ -136,6 +136,7 @@ class TextureConfig:
     free_resolution: int = 128  # texels per side of the free albedo / offset map
     fit_resolution: int = 128  # texture-space maps are resampled to this while fitting (0: keep); output is full
     skin_rgb: tuple[float, float, float] = (0.78, 0.60, 0.50)  # free-albedo initial colour (RGB 0..1)
+    default_eyes: bool = True  # a free albedo's eyeballs start as an eye (sclera, iris, pupil), not skin (fit.eyes)
     light: str = "sh9x3"  # 'sh9' (shared by the channels) or 'sh9x3'
     offset: bool = True  # per-texel offset stage after the PCA fit
     free_offset_l2_factor: float = 0.1  # the offset IS the albedo of a free map: its L2 pull to skin_rgb is weaker

@@ -111,6 +111,12 @@ class Fitter:
             raise ConfigError(f"the UV layout has {self.ft.shape[0]} faces, the model {self.faces.shape[0]}")
         if self.vt is not None and self.texture_space.vt is None:
             self.texture_space.vt, self.texture_space.ft = self.vt, self.ft
+        if self.free_albedo and self.vt is not None and self.cfg.texture.default_eyes:
+            from flamefit.fit.eyes import eye_texel_labels, paint_default_eyes
+
+            ts = self.texture_space
+            labels = eye_texel_labels(self.model.v_template, self.faces, self.vt, self.ft, ts.mean.shape[0])
+            ts.mean = paint_default_eyes(ts.mean, labels)
         self.lmk_model = self._landmark_model()
         self.identity_folded = False  # see with_identity
         self._check_stages(DEFAULT_ORDER)
