@@ -112,7 +112,7 @@ def test_unexpected_exception_is_one_line_with_distinct_code(capsys, monkeypatch
 def test_exit_codes_are_distinct_and_documented():
     classes = [errors.FlamefitError, errors.ConfigError, errors.ModelFileError, errors.UnsafePickleError,
                errors.InputImageError, errors.VideoError, errors.FaceNotFound, errors.NotYetImplemented,
-               errors.ItemsFailed]
+               errors.ItemsFailed, errors.OutputPathError]
     for cls in classes:
         assert cls.exit_code in errors.EXIT_CODES, cls
         assert str(cls.exit_code) in errors.__doc__

@@ -32,7 +32,7 @@ def _parse_select(value: str) -> str | int:
 
 @click.command(name="detect")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="Folder for NAME.npz and NAME_overlay.png (created if missing).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with all landmarks on stdout.")
 @click.option("--select", default="largest", show_default=True,
@@ -54,14 +54,18 @@ def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_we
     """Detect MediaPipe's 478 landmarks, the 68 iBUG points and a skin mask in IMAGE files (or folders)."""
     from flamefit.commands._options import resolve_threads
     from flamefit.errors import ConfigError
+    from flamefit.io.outputs import check_output_path
     from flamefit.observe.blendshapes import resolve_face_landmarker
-    from flamefit.run import OK, Reporter, RunSpec, image_items, run_items
+    from flamefit.run import OK, Reporter, RunSpec, check_inputs, image_items, run_items
 
     if out_dir is None and not as_json:
         raise ConfigError("Nowhere to put the results: give --out DIR (files) and/or --json (stdout).")
     debug = bool((ctx.obj or {}).get("debug"))
     face = _parse_select(select)
     n_threads = resolve_threads(threads)  # validated here; applied in the workers (detection needs no torch)
+    check_inputs(images)  # exit 4 before any work
+    if out_dir is not None:
+        check_output_path(out_dir)  # exit 8 before any work
     items = take_shard(image_items(images, recursive=recursive), shard)
     options = {"select": face, "mask": mask, "mask_backend": mask_backend, "overlay": overlay,
                "bisenet_weights": None if bisenet_weights is None else str(Path(bisenet_weights).resolve()),

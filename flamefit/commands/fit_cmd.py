@@ -41,7 +41,7 @@ _MODEL_OPTIONS = [
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                  help="Override a config value, e.g. --set photometric.iters=50 (repeatable)."),
     torch_options,
-    click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
                  help="Output folder (created if missing)."),
 ]
 
@@ -90,12 +90,15 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
         verify, overwrite, face_landmarker) -> None:
     """Fit FLAME (shape, expression, pose, camera, texture, light) to each IMAGE (files or folders)."""
     from flamefit.commands._options import resolve_threads, setup_torch
+    from flamefit.io.outputs import check_output_path
     from flamefit.io.results import normalise_outputs
-    from flamefit.run import Reporter, RunSpec, image_items, resolve_assets, resolve_cache_dir, run_items
+    from flamefit.run import Reporter, RunSpec, check_inputs, image_items, resolve_assets, resolve_cache_dir, run_items
 
     debug = bool((ctx.obj or {}).get("debug"))
     torch_device = setup_torch(device, threads)  # validates --device/--threads before any work
     cfg, cfg_dict = _config(config_file, overrides)
+    check_inputs(images)  # exit 4 now, not after the models loaded
+    check_output_path(out_dir)  # exit 8 now, not after the fit
     assets = resolve_assets(flame, texture_space, landmarks_static, landmarks_dynamic,
                             face_landmarker=face_landmarker)
     items = take_shard(image_items(images, recursive=recursive), shard)
@@ -115,7 +118,7 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
 
 
 @click.command(name="fit-texture")
-@click.argument("fit_npz", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("fit_npz", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("image", type=click.Path(path_type=Path))
 @_model_options
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress display.")
@@ -129,11 +132,14 @@ def fit_texture(ctx, fit_npz, image, flame, texture_space, landmarks_static, lan
     from flamefit.commands._options import setup_torch
     from flamefit.fit.api import build_fitter
     from flamefit.fit.api import fit_texture as _fit_texture
+    from flamefit.io.outputs import check_output_path
     from flamefit.io.results import save_result
-    from flamefit.run import Reporter, resolve_assets
+    from flamefit.run import Reporter, check_inputs, resolve_assets
 
     torch_device = setup_torch(device, threads)
     cfg, cfg_dict = _config(config_file, overrides)
+    check_inputs([fit_npz, image], what="file")
+    check_output_path(out_dir)
     a = resolve_assets(flame, texture_space, landmarks_static, landmarks_dynamic)
     fitter = build_fitter(a["flame"], a["texture_space"] or "none", cfg, device=torch_device,
                           landmarks_static=a["landmarks_static"], landmarks_dynamic=a["landmarks_dynamic"])

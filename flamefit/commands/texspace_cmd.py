@@ -55,7 +55,7 @@ def _model_opts(fn):
 
 
 def _work_opt(required: bool = True):
-    return click.option("--work", type=click.Path(file_okay=False, path_type=Path), required=required,
+    return click.option("--work", type=click.Path(path_type=Path), required=required,
                         help="Work folder (per-photo maps, network checkpoint, completed maps, spaces).")
 
 
@@ -116,10 +116,31 @@ def _unwrap_fn(images, *, flame, texture_space, landmarks_static, landmarks_dyna
     items = take_shard(image_items(images, recursive=recursive), shard)
     spec = RunSpec(worker="", assets=assets, cache_dir=resolve_cache_dir(), config=cfg_dict, device=str(device),
                    threads=resolve_threads(threads), retries=retries)
-    fn = unwrap_runner(items, spec, lambda: make_executor(workers, use_ray, ray_address, debug=debug,
-                                                          reporter=reporter),
-                       reporter=reporter, size=size, detections=None if detections is None else str(detections))
+    run = unwrap_runner(items, spec, lambda: make_executor(workers, use_ray, ray_address, debug=debug,
+                                                           reporter=reporter),
+                        reporter=reporter, size=size, detections=None if detections is None else str(detections))
+
+    def fn(it, space):
+        doc = run(it, space)
+        if doc.get("failed") and not doc.get("n_ok"):  # every photo failed: stop here, with their code
+            _raise_items_failed(doc["failed"], len(doc.get("items") or doc["failed"]), "photos")
+        return doc
+
     return fn, assets.get("texture_space"), assets["flame"]
+
+
+def _raise_items_failed(failed: list[dict], n_items: int, what: str, tail: str = "listed above") -> None:
+    """ItemsFailed with :func:`flamefit.errors.items_exit_code`'s code (the photos' own code when all failed with
+    one; else 7)."""
+    from flamefit.errors import ItemsFailed, items_exit_code
+
+    code = items_exit_code([f.get("exit_code") or 1 for f in failed], n_items)
+    if n_items == len(failed) == 1:
+        f = failed[0]
+        msg = f["message"] if f["source"] in f["message"] else f"{f['source']}: {f['message']}"
+    else:
+        msg = f"{len(failed)} of {n_items} {what} failed ({tail})"
+    raise ItemsFailed(msg, exit_code=code)
 
 
 def _log(msg: str) -> None:
@@ -145,7 +166,7 @@ def texspace() -> None:
 
 @texspace.command(name="build")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", required=True, type=click.Path(path_type=Path),
               help="The texture space to write (FLAME_texture.npz layout); also OUT_preview.png and OUT.json.")
 @_work_opt(required=False)
 @click.option("--components", type=click.IntRange(min=1), default=50, show_default=True,
@@ -162,12 +183,16 @@ def build(ctx, images, out, work, components, iterations, flame, texture_space, 
           gauge, min_weight, workers, use_ray, ray_address, retries, recursive, shard, progress) -> None:
     """Build a texture space from IMAGES (files or folders) into --out. Rerun the same command to resume."""
     from flamefit.commands._options import setup_torch
-    from flamefit.run import Reporter
+    from flamefit.io.outputs import check_output_path
+    from flamefit.run import Reporter, check_inputs
     from flamefit.texspace.pipeline import BuildConfig, open_work, with_defaults
     from flamefit.texspace.pipeline import build as run_build
 
     torch_device = setup_torch(device, threads)
     work = work or out.with_name(out.stem + "_work")
+    check_inputs(images)  # exit 4 before the models load
+    check_output_path(out, kind="file")  # exit 8 before the models load
+    check_output_path(work, what="--work")
     base = open_work(work)[0] if (work / "build.json").is_file() else BuildConfig()
     cfg = with_defaults(base, components=components, iterations=iterations, size=size, fill=fill,
                         inpaint_steps=inpaint_steps, pca=pca_method, gauge=gauge, min_weight=min_weight)
@@ -189,7 +214,7 @@ def build(ctx, images, out, work, components, iterations, flame, texture_space, 
     evr = pca.get("cumulative_explained_variance") or []
     _log(f"ok: {out} ({pca['components']} components from {pca['n_maps']} photos; first 5 explain "
          f"{100 * (evr[min(4, len(evr) - 1)] if evr else 0):.1f}% of the variance); work folder {work}")
-    if report.failed:
+    if report.failed:  # some photos (not all: that stopped the build) failed: exit 7
         from flamefit.errors import ItemsFailed
 
         raise ItemsFailed(f"{len(report.failed)} photos failed and were left out of {out} (listed above and in "
@@ -208,10 +233,13 @@ def unwrap(ctx, images, work, iteration, flame, texture_space, landmarks_static,
            progress) -> None:
     """Fit every photo and unwrap its albedo into WORK/iterK/unwrapped (the first stage of `build`)."""
     from flamefit.commands._options import setup_torch
-    from flamefit.run import Reporter
+    from flamefit.io.outputs import check_output_path
+    from flamefit.run import Reporter, check_inputs
     from flamefit.texspace.pipeline import BuildConfig, Iteration, open_work, resolve_layout, with_defaults
 
     torch_device = setup_torch(device, threads)
+    check_inputs(images)  # exit 4 before the models load
+    check_output_path(work, what="--work")  # exit 8 before the models load
     it = Iteration(work, iteration)
     with Reporter(enabled=progress, label="photos") as reporter:
         exists = (work / "build.json").is_file()
@@ -232,9 +260,7 @@ def unwrap(ctx, images, work, iteration, flame, texture_space, landmarks_static,
     _echo_stage(doc, f"unwrap ({doc.get('n_ok', 0)} photos ready, {doc.get('n_failed', 0)} failed)")
     _failures(doc)
     if doc.get("failed"):
-        from flamefit.errors import ItemsFailed
-
-        raise ItemsFailed(f"{len(doc['failed'])} of {len(doc['items'])} photos failed (listed above)")
+        _raise_items_failed(doc["failed"], len(doc["items"]), "photos")
 
 
 @texspace.command(name="train-inpaint")
@@ -277,7 +303,7 @@ def inpaint(work, iteration, fill, device, threads) -> None:
 @_work_opt()
 @_iteration_opt
 @click.option("--components", type=click.IntRange(min=1), help="PCA components (default: the work folder's).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=click.Path(path_type=Path),
               help="Also copy the space here (default: only WORK/iterK/space.npz).")
 @click.option("--flame", type=click.Path(dir_okay=False, path_type=Path),
               help="Model for the preview's mean head (else resolved as usual; none: UV maps).")
@@ -287,8 +313,11 @@ def pca(work, iteration, components, out, flame, force, pca_method, gauge, min_w
     """PCA over WORK's completed maps -> WORK/iterK/space.npz (FLAME_texture.npz layout), space.json, preview.png."""
     import shutil
 
+    from flamefit.io.outputs import check_output_path
     from flamefit.texspace.pipeline import Iteration, open_work, pca_stage, with_defaults
 
+    if out is not None:
+        check_output_path(out, kind="file")
     cfg = with_defaults(open_work(work)[0], components=components, pca=pca_method, gauge=gauge, min_weight=min_weight)
     it = Iteration(work, iteration)
     doc = pca_stage(it, cfg, flame=None if flame is None else str(flame), force=force)
@@ -301,7 +330,7 @@ def pca(work, iteration, components, out, flame, force, pca_method, gauge, min_w
 
 @texspace.command(name="preview")
 @click.argument("space", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG to write.")
 @click.option("--components", "n", type=click.IntRange(min=1), default=5, show_default=True,
               help="How many components (rows).")
 @click.option("--sd", type=click.FloatRange(min=0.0), default=2.0, show_default=True, help="+- this many sd.")
@@ -309,7 +338,9 @@ def pca(work, iteration, components, out, flame, force, pca_method, gauge, min_w
               help="Model whose mean head shows the albedos (else resolved as usual; none: UV maps).")
 def preview_cmd(space, out, n, sd, flame) -> None:
     """Preview grid of SPACE: rows = components, columns = -sd, mean, +sd."""
+    from flamefit.io.outputs import check_output_path
     from flamefit.texspace.pipeline import preview
 
+    check_output_path(out, kind="file")
     path = preview(space, out, flame=None if flame is None else str(flame), n=n, sd=sd)
     _log(f"ok: {path}")

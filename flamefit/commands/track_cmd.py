@@ -16,7 +16,7 @@ from flamefit.commands.fit_cmd import _config, _model_options
 
 
 @click.command(name="track")
-@click.argument("video", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("video", type=click.Path(path_type=Path))
 @_model_options
 @click.option("--mode", type=click.Choice(["landmarks", "photometric"]), default="landmarks", show_default=True,
               help="landmarks: pose/expression from landmarks; photometric: also texture and per-frame light.")
@@ -64,9 +64,11 @@ def track(ctx, video, flame, texture_space, landmarks_static, landmarks_dynamic,
     mesh.obj + mesh.pc2."""
     from flamefit.commands._common import make_executor
     from flamefit.commands._options import setup_torch
-    from flamefit.errors import ConfigError
+    from flamefit.errors import ConfigError, VideoError
     from flamefit.fit.api import build_fitter
-    from flamefit.run import Reporter, RunSpec, resolve_assets, resolve_cache_dir
+    from flamefit.io.outputs import check_output_path
+    from flamefit.observe.video import probe_video
+    from flamefit.run import Reporter, RunSpec, check_inputs, resolve_assets, resolve_cache_dir
     from flamefit.track import MediaPipeFrames, TrackConfig, track_video
 
     if fps is not None and every is not None:
@@ -76,6 +78,11 @@ def track(ctx, video, flame, texture_space, landmarks_static, landmarks_dynamic,
     tcfg = TrackConfig(mode=mode, identity_frames=identity_frames, identity_photometric=identity_photometric,
                        window=window, tail=tail, temporal_weight=temporal_weight, smooth=smooth, smooth_lag=smooth_lag)
     tcfg.validate()
+    check_inputs([video], what="video", error=VideoError)
+    if video.is_dir():
+        raise VideoError(f"{video} is a folder; give a video file")
+    probe_video(video)  # a file that is no video: exit 4 now, not after the models loaded
+    check_output_path(out_dir)  # exit 8 now, not after the identity fit
     a = resolve_assets(flame, texture_space, landmarks_static, landmarks_dynamic)
     fitter = build_fitter(a["flame"], a["texture_space"] or "none", cfg, device=torch_device,
                           landmarks_static=a["landmarks_static"], landmarks_dynamic=a["landmarks_dynamic"])

@@ -234,3 +234,58 @@ def remove_done(out_dir: str | os.PathLike, name: str) -> None:
     """Forget that ``name`` is finished (its files stay until they are replaced)."""
     with contextlib.suppress(FileNotFoundError):
         done_path(out_dir, name).unlink()
+
+
+MIN_FREE_MB = 50  # what check_output_path asks of the output's disk (README "Errors and exit codes", exit code 8)
+
+
+def check_output_path(path: str | os.PathLike, *, kind: str = "folder", what: str = "--out",
+                      min_free_mb: float = MIN_FREE_MB) -> Path:
+    """Check, before any work, that a command can write its output at ``path``; returns ``path``.
+
+    ``kind="folder"``: ``path`` is a folder (created here if missing, with its parents); ``kind="file"``: ``path``
+    is a file whose folder is created here if missing. The folder must not be an existing file, must be creatable
+    and writable (a temporary file is created in it and removed), and its disk must have ``min_free_mb`` MB free.
+    Raises :class:`~flamefit.errors.OutputPathError` (exit code 8), one line: which path, what is wrong, what to
+    do. The one output check of every command that writes files (fit, fit-texture, detect, track, texspace)."""
+    import tempfile
+
+    from flamefit.errors import OutputPathError
+
+    path = Path(path)
+    if kind not in ("folder", "file"):
+        raise ValueError(f"kind must be 'folder' or 'file', not {kind!r}")
+    if kind == "file":
+        if path.is_dir():
+            raise OutputPathError(f"{what} {path} is an existing folder, but a file is written there; give a file "
+                                  "name (e.g. space.npz) or remove the folder")
+        folder = path.parent if str(path.parent) else Path(".")
+    else:
+        folder = path
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"{what} {path}: {folder} is an existing file, not a folder; choose another output "
+                              "path or move the file away")
+    blocker = next((p for p in folder.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise OutputPathError(f"{what} {path}: cannot create the folder {folder} because {blocker} is a file, not a "
+                              "folder; choose another output path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"{what} {path}: cannot create the folder {folder} ({exc.strerror or exc}); choose a "
+                              "folder you may write to, or create it first") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tmp-flamefit-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputPathError(f"{what} {path}: the folder {folder} is not writable ({exc.strerror or exc}); fix its "
+                              "permissions or choose another output folder") from None
+    try:
+        free_mb = shutil.disk_usage(folder).free / 2**20
+    except OSError:
+        free_mb = None  # unknown: not a reason to refuse
+    if free_mb is not None and free_mb < min_free_mb:
+        raise OutputPathError(f"{what} {path}: only {free_mb:.0f} MB free on the disk of {folder} (flamefit needs at "
+                              f"least {min_free_mb:.0f} MB); free some space or choose another disk")
+    return path

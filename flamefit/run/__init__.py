@@ -11,7 +11,7 @@ See :mod:`flamefit.run.spec` (the serialisable spec), :mod:`flamefit.run.items` 
 """
 
 from flamefit.run.executors import InProcessExecutor, PoolExecutor, RayExecutor
-from flamefit.run.items import IMAGE_EXTENSIONS, Item, expand_inputs, image_items, output_names, shard
+from flamefit.run.items import IMAGE_EXTENSIONS, Item, check_inputs, expand_inputs, image_items, output_names, shard
 from flamefit.run.progress import Reporter
 from flamefit.run.runner import ItemsFailed, RunSummary, run_items
 from flamefit.run.spec import RunSpec, config_from_dict, pin_environment, resolve_assets, resolve_cache_dir
@@ -20,6 +20,6 @@ from flamefit.run.worker import FAILED, OK, SKIPPED, WORKERS, Record, Worker, ma
 __all__ = [
     "FAILED", "IMAGE_EXTENSIONS", "OK", "SKIPPED", "WORKERS", "InProcessExecutor", "Item", "ItemsFailed",
     "PoolExecutor", "RayExecutor", "Record", "Reporter", "RunSpec", "RunSummary", "Worker", "config_from_dict",
-    "expand_inputs", "image_items", "make_worker", "output_names", "pin_environment", "process_safely",
+    "check_inputs", "expand_inputs", "image_items", "make_worker", "output_names", "pin_environment", "process_safely",
     "resolve_assets", "resolve_cache_dir", "run_items", "shard",
 ]

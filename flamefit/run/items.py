@@ -100,6 +100,31 @@ def output_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     return out
 
 
+def check_inputs(inputs: Iterable[str | os.PathLike], what: str = "image", error: type = InputImageError) -> None:
+    """Raise ``error`` (default :class:`InputImageError`, exit code 4), before any work, when an input path does
+    not exist, is neither a file nor a folder, or is a file that cannot be opened for reading. The contents
+    (a damaged image, no face) are judged per item later. Names every bad path (the first 5) on one line."""
+    bad: list[str] = []
+    for raw in inputs:
+        p = Path(raw)
+        if not p.exists():
+            bad.append(f"{p} does not exist")
+        elif p.is_dir():
+            continue
+        elif not p.is_file():
+            bad.append(f"{p} is not a regular file")
+        else:
+            try:
+                with open(p, "rb"):
+                    pass
+            except OSError as exc:
+                bad.append(f"{p} cannot be read ({exc.strerror or exc})")
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise error(f"input {what} {'; '.join(bad[:5])}{more}; check the path{'s' if len(bad) > 1 else ''} "
+                    "(nothing was done)")
+
+
 def image_items(inputs: Iterable[str | os.PathLike], recursive: bool = False) -> list[Item]:
     """Items for image files and folders (see the module docstring)."""
     paths = expand_inputs(inputs, recursive=recursive)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flamefit.errors import FlamefitError, ItemsFailed
+from flamefit.errors import FlamefitError, ItemsFailed, items_exit_code
 from flamefit.run.items import Item
 from flamefit.run.spec import RunSpec
 from flamefit.run.worker import FAILED, OK, SKIPPED, Record
@@ -38,11 +38,17 @@ class RunSummary:
         return [r for r in self.records if r.status == FAILED]
 
     def raise_for_failures(self) -> None:
-        """ItemsFailed (one exit code for "some items failed") when any item failed."""
+        """ItemsFailed when any item failed; its exit code is :func:`flamefit.errors.items_exit_code`'s (the
+        items' own code when all failed with one code, e.g. a single input; else 7, "some items failed")."""
         bad = self.failed
         if bad:
             shown = ", ".join(r.source for r in bad[:5]) + (", ..." if len(bad) > 5 else "")
-            raise ItemsFailed(f"{len(bad)} of {len(self.records)} items failed: {shown}")
+            if len(bad) == len(self.records) == 1:
+                r = bad[0]
+                msg = r.message if r.source in r.message else f"{r.source}: {r.message}"
+            else:
+                msg = f"{len(bad)} of {len(self.records)} items failed: {shown}"
+            raise ItemsFailed(msg, exit_code=items_exit_code([r.exit_code for r in bad], len(self.records)))
 
 
 def run_items(spec: RunSpec, items: Sequence[Item], executor=None, reporter=None, skip_finished: bool = True,
