@@ -54,6 +54,7 @@ def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_we
     """Detect MediaPipe's 478 landmarks, the 68 iBUG points and a skin mask in IMAGE files (or folders)."""
     from flamefit.commands._options import resolve_threads
     from flamefit.errors import ConfigError
+    from flamefit.jobs.photo import DETECT_WORKER
     from flamefit.observe.blendshapes import resolve_face_landmarker
     from flamefit.run import OK, Reporter, RunSpec, image_items, run_items
 
@@ -70,7 +71,7 @@ def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_we
     fl_path, fl_missing = resolve_face_landmarker(face_landmarker)
     options["face_landmarker"] = None if fl_path is None else str(fl_path)
     options["face_landmarker_missing"] = fl_missing
-    spec = RunSpec(worker="detect", out_dir=None if out_dir is None else str(out_dir), options=options,
+    spec = RunSpec(worker=DETECT_WORKER, out_dir=None if out_dir is None else str(out_dir), options=options,
                    outputs=["npz", *(["overlay"] if overlay else [])], threads=n_threads,
                    overwrite=True, retries=retries)
     with Reporter(enabled=progress and not as_json, label="images") as reporter:
