@@ -1,4 +1,7 @@
-"""Shared fixtures: where the development assets (``../shared/assets``) are, and a tiny synthetic model.
+"""Shared fixtures: where the development assets (``../shared/assets``) are, and a tiny synthetic model; for the
+run-layer and job tests (tests/run, tests/jobs) ONE Ray session shared by the whole test run (starting Ray costs
+~12 s), the light test workers of tests/run importable in spawned processes and Ray actors, and the stand-in model's
+paths.
 
 Set ``FLAMEFIT_SHARED_ASSETS`` to point elsewhere. Tests that need the real assets skip with a reason
 when they are absent (a fresh clone without ``../shared``); everything else runs on synthetic data.
@@ -79,3 +82,42 @@ def standin(shared_assets: Path):
                           shared_assets / "flame_landmarks" / "flame_dynamic_embedding.npy")
     ts = load_texture_space(shared_assets / "flame_standin" / "standin_texture.npz")
     return model, lmk, ts
+
+
+RUN_TEST_WORKERS = Path(__file__).resolve().parent / "run"  # flamefit_test_workers.py
+
+
+@pytest.fixture(scope="session")
+def run_test_workers_importable():
+    """Spawned pool processes inherit sys.path; Ray workers inherit $PYTHONPATH from the driver's Ray start."""
+    import sys
+
+    sys.path.insert(0, str(RUN_TEST_WORKERS))
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(RUN_TEST_WORKERS), *([old] if old else [])])
+    yield
+    sys.path.remove(str(RUN_TEST_WORKERS))
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
+
+
+@pytest.fixture(scope="session")
+def ray_session(run_test_workers_importable):
+    """A local Ray with 2 CPUs for the whole session (RayExecutor reuses an initialised Ray)."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'flamefit[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def standin_assets(shared_assets):
+    """Explicit asset paths of the stand-in model (for RunSpec.assets)."""
+    return {
+        "flame": str(shared_assets / "flame_standin" / "standin_flame2023.pkl"),
+        "texture_space": str(shared_assets / "flame_standin" / "standin_texture.npz"),
+        "landmarks_static": str(shared_assets / "flame_landmarks" / "flame_static_embedding.pkl"),
+        "landmarks_dynamic": str(shared_assets / "flame_landmarks" / "flame_dynamic_embedding.npy"),
+    }

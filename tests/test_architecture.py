@@ -17,8 +17,9 @@ Every module under ``flamefit/`` is parsed with ``ast``; an arrow is
   the packages above it (Python runs their ``__init__`` first, but a package's ``__init__`` that re-exports its own
   submodules would otherwise look like a cycle with each of them);
 - a string constant that is exactly a flamefit module's name, optionally with ``:attribute``: the lazy tables
-  (``importlib.import_module(TABLE[name])``: the CLI's subcommands, the package's lazy exports, the run
-  registry's workers) reach modules by name, and that is a dependency as much as an import is;
+  (``importlib.import_module(TABLE[name])``: the CLI's subcommands, the package's lazy exports, a job's worker
+  named in its run spec, ``"flamefit.jobs.photo:FitWorker"``) reach modules by name, and that is a dependency as
+  much as an import is;
 - an f-string that starts with a flamefit package's name and a dot (``f"flamefit.bench.{name}"``): an arrow to
   that package.
 """
@@ -43,15 +44,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("io.outputs",),  # writes through _files
     ("assets",),  # asset lookup (imports errors); model, observe, run.spec and the commands resolve files with it
     # each knows one thing and none the others: model FLAME (not images), render triangles (not faces), observe
-    # images (not FLAME), run items and executors (not faces; its domain imports are KNOWN_VIOLATIONS below).
+    # images (not FLAME), run items and executors (not faces: the jobs above bind the domains to it).
     # run is down here, not above the domain layers, because "run knows no domain" is exactly what must be
-    # checked: above fit it could import fit freely. track may use it (track.segments runs windows as items).
+    # checked: above fit it could import fit freely.
     ("render", "model", "observe", "run"),
     ("derive",),  # planned: derivations that need observe and model (fit/derived68.py, fit/correspondence.py)
     ("fit",),  # where model, render and observe meet: targets, params, terms, stages, the one solver
     ("track", "texspace"),  # clients of fit; neither imports the other
     ("io",),  # results and detections files (io.results imports fit.api / fit.config)
-    ("jobs", "report"),  # planned: jobs bind photo/track/texspace to run (and write via io); report reads results
+    ("jobs", "report"),  # jobs bind photo/track/texspace to run (and write via io); report (planned) reads results
     ("__init__",),  # the package's facade (lazy exports of model)
     ("bench",),  # measurements of everything below; commands/bench_cmd dispatches to it
     ("commands",),
@@ -60,7 +61,7 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 # Layers of the plan not written yet (the list names them so they land in their place); the test fails when one
 # appears, to move it out of here.
-PLANNED = {"derive", "jobs", "report"}
+PLANNED = {"derive", "report"}
 
 
 def levels(layers: list[tuple[str, ...]]) -> dict[str, int]:
@@ -84,33 +85,12 @@ FORBIDDEN: dict[str, set[str]] = forbidden_from(LAYERS)
 # Arrows that break the rules today, each with the way out (listed so that the suite passes meanwhile). Only ever
 # shrinks: a new violation fails test_no_arrow_goes_up_the_layers, and an entry here that no longer occurs (or is
 # no longer forbidden) fails test_known_violations_still_exist (delete it then).
-_RUN_JOBS = "the fit/detect jobs' worker and spec code moves out of run into jobs (run stays generic)"
-_RUN_TEXSPACE = "the texspace unwrap job (worker + driver) moves out of run into jobs"
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    # run.spec's config and fitter helpers (config_from_dict, fitter_from_spec) are the fit job's
-    ("flamefit.run.spec", "flamefit.fit.config"): _RUN_JOBS,
-    ("flamefit.run.spec", "flamefit.fit.api"): _RUN_JOBS,
-    # run.workers: FitWorker and DetectWorker
-    ("flamefit.run.workers", "flamefit.fit.api"): _RUN_JOBS,
-    ("flamefit.run.workers", "flamefit.fit.result"): _RUN_JOBS,
-    ("flamefit.run.workers", "flamefit.io.results"): _RUN_JOBS,
-    ("flamefit.run.workers", "flamefit.io.detections"): _RUN_JOBS,
-    ("flamefit.run.workers", "flamefit.observe"): _RUN_JOBS,
-    # run.texspace: UnwrapWorker and make_unwrap (the callable injected into texspace.pipeline.build)
-    ("flamefit.run.texspace", "flamefit.observe"): _RUN_TEXSPACE,
-    ("flamefit.run.texspace", "flamefit.render.bake"): _RUN_TEXSPACE,
-    ("flamefit.run.texspace", "flamefit.texspace.pipeline"): _RUN_TEXSPACE,
-    ("flamefit.run.texspace", "flamefit.texspace.store"): _RUN_TEXSPACE,
     # a bench reaching into the CLI's option helpers
     ("flamefit.bench.texspace", "flamefit.commands._options"): "threads_info moves to bench/common.py",
 }
 # Import cycles known (each a set of modules), with the way out; the same only-shrinks rule.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    # run.worker's WORKERS table names "flamefit.run.workers:FitWorker"/":DetectWorker" (run knowing its jobs),
-    # run.workers imports run.worker's protocol
-    frozenset({"flamefit.run.worker", "flamefit.run.workers"}):
-        "the registry of job workers leaves run.worker (jobs name their worker in the spec)",
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 # ------------------------------------------------------------------------------------------------ the checker
@@ -346,12 +326,24 @@ def test_layer_list_names_real_modules_or_planned_ones(modules):
 
 
 def test_function_level_and_by_name_arrows_are_seen(graph):
-    # antialias imports the numba pass inside a function; the CLI, the package and the run registry reach modules
-    # by name from lazy tables; the bench command by an f-string
+    # antialias imports the numba pass inside a function; the CLI and the package reach modules by name from lazy
+    # tables; the bench command by an f-string; a job names its worker ("module:attr") for the run spec
     assert f"{PACKAGE}.render._aa_numba" in graph[f"{PACKAGE}.render.antialias"]
     assert f"{PACKAGE}.commands.fit_cmd" in graph[f"{PACKAGE}.cli"]
     assert f"{PACKAGE}.model.flame" in graph[PACKAGE]
     assert f"{PACKAGE}.bench" in graph[f"{PACKAGE}.commands.bench_cmd"]
+    assert f"{PACKAGE}.jobs.photo" in graph[f"{PACKAGE}.commands.fit_cmd"]
+
+
+def test_run_layer_names_no_job_and_imports_no_domain(graph):
+    # the generic machinery (items, specs, the worker protocol, executors, the runner, progress) knows no domain
+    # and no job: the jobs name their workers, the run layer only imports what a spec names
+    allowed = {f"{PACKAGE}.{m}" for m in ("errors", "_files", "assets", "io.outputs")}
+    for mod, edges in graph.items():
+        if mod == f"{PACKAGE}.run" or mod.startswith(f"{PACKAGE}.run."):
+            outside = sorted(t for t in edges if not (t == f"{PACKAGE}.run" or t.startswith(f"{PACKAGE}.run."))
+                             and t not in allowed)
+            assert not outside, f"{mod} imports {outside}"
 
 
 # ------------------------------------------------------------------------------------------------ the checker itself

@@ -182,9 +182,9 @@ def pipeline(assets: Path, n: int = 4, overrides=(), device: str = "cpu") -> dic
 
     from flamefit.fit.config import config_to_dict, load_config
     from flamefit.io.results import DEFAULT_OUTPUTS
+    from flamefit.jobs.photo import FIT_WORKER, FitWorker
     from flamefit.run.items import Item
     from flamefit.run.spec import RunSpec, resolve_assets
-    from flamefit.run.workers import FitWorker
 
     paths = sorted((assets / PIPELINE_IMAGES).glob("*.jpg"))[-(n + 1):]
     if len(paths) < 2:
@@ -196,7 +196,7 @@ def pipeline(assets: Path, n: int = 4, overrides=(), device: str = "cpu") -> dic
                                  assets / "flame_standin" / "standin_texture.npz",
                                  fl / "flame_static_embedding.pkl", fl / "flame_dynamic_embedding.npy")
     with tempfile.TemporaryDirectory(prefix="flamefit-bench-pipeline-") as out:
-        spec = RunSpec(worker="fit", out_dir=out, assets=spec_assets,
+        spec = RunSpec(worker=FIT_WORKER, out_dir=out, assets=spec_assets,
                        config=config_to_dict(load_config(overrides=list(overrides))),
                        outputs=list(DEFAULT_OUTPUTS), device=device, threads=torch.get_num_threads(),
                        overwrite=True)

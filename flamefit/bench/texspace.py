@@ -67,14 +67,14 @@ def _stage_costs(work: Path, iteration: int = 0) -> dict:
 
 def _runner(items, a: dict, fit_overrides, workers: int, size: int, detections=None, device: str = "cpu"):
     from flamefit.fit.config import config_to_dict, load_config
+    from flamefit.jobs.texspace import UnwrapJob
     from flamefit.run import InProcessExecutor, PoolExecutor, RunSpec, resolve_assets
-    from flamefit.run.texspace import unwrap_runner
 
     cfg = json.loads(json.dumps(config_to_dict(load_config(overrides=["texture.light=sh9", *fit_overrides]))))
     assets = resolve_assets(a["flame"], "none", a["static"], a["dynamic"])
     spec = RunSpec(worker="", assets=assets, config=cfg, threads=1, device=device)
-    return unwrap_runner(items, spec, (lambda: PoolExecutor(workers)) if workers > 0 else InProcessExecutor,
-                         size=size, detections=None if detections is None else str(detections))
+    return UnwrapJob(items, spec, (lambda: PoolExecutor(workers)) if workers > 0 else InProcessExecutor,
+                     size=size, detections=None if detections is None else str(detections))
 
 
 def _paths(root: Path) -> dict:
@@ -89,13 +89,14 @@ def recovery_and_inpainting(a: dict, work: Path, *, n_build: int, n_test: int, n
     """(a) and (b) on rendered photos."""
     import torch
 
+    from flamefit.jobs.texspace import build
     from flamefit.model.flame import load_flame
     from flamefit.model.landmarks import load_ringnet_68
     from flamefit.run import image_items
     from flamefit.texspace import fills
     from flamefit.texspace.inpaint import inpaint_maps, load_inpainter
     from flamefit.texspace.measure import visibility_maps
-    from flamefit.texspace.pipeline import Iteration, build, space_maps, train_stage
+    from flamefit.texspace.pipeline import Iteration, space_maps, train_stage
     from flamefit.texspace.store import load_maps
     from flamefit.texspace.synthetic import face_texels, make_synthetic_space, reconstruction_rms
     from flamefit.texspace.synthetic_photos import render_photos
@@ -162,7 +163,7 @@ def recovery_and_inpainting(a: dict, work: Path, *, n_build: int, n_test: int, n
     # (b) held-out photos: unwrapped by the same worker, never seen by the network
     log(f"(b) unwrapping {n_test} held-out photos for the inpainting comparison")
     held_it = Iteration(work / "synth_heldout", 0)
-    _runner(image_items(imgs[n_build:]), a, fit_overrides, workers, size, det)(held_it, str(a["start"]))
+    _runner(image_items(imgs[n_build:]), a, fit_overrides, workers, size, det).run(held_it, str(a["start"]))
     maps = load_maps(sorted(held_it.unwrapped.glob("*.npz")))
     known = maps.known(cfg.min_weight)
     methods = {
@@ -252,8 +253,9 @@ def real_photos(a: dict, shared: Path, work: Path, *, n_build: int, n_test: int,
     """(c): build from the first n_build portraits, evaluate PCA-only fits on the last n_test."""
     from flamefit.fit.api import build_fitter, target_from_input
     from flamefit.fit.config import load_config
+    from flamefit.jobs.texspace import build
     from flamefit.run import image_items
-    from flamefit.texspace.pipeline import Iteration, build
+    from flamefit.texspace.pipeline import Iteration
 
     photos = sorted((shared / "images" / "faces_ccby").glob("*.jpg"))
     if len(photos) < n_build + n_test:

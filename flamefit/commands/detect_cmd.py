@@ -55,6 +55,7 @@ def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_we
     from flamefit.commands._options import resolve_threads
     from flamefit.errors import ConfigError
     from flamefit.io.outputs import check_output_path
+    from flamefit.jobs.photo import DETECT_WORKER
     from flamefit.observe.blendshapes import resolve_face_landmarker
     from flamefit.run import OK, Reporter, RunSpec, check_inputs, image_items, run_items
 
@@ -74,7 +75,7 @@ def detect(ctx, images, out_dir, as_json, select, mask, mask_backend, bisenet_we
     fl_path, fl_missing = resolve_face_landmarker(face_landmarker)
     options["face_landmarker"] = None if fl_path is None else str(fl_path)
     options["face_landmarker_missing"] = fl_missing
-    spec = RunSpec(worker="detect", out_dir=None if out_dir is None else str(out_dir), options=options,
+    spec = RunSpec(worker=DETECT_WORKER, out_dir=None if out_dir is None else str(out_dir), options=options,
                    outputs=["npz", *(["overlay"] if overlay else [])], threads=n_threads,
                    overwrite=True, retries=retries)
     with Reporter(enabled=progress and not as_json, label="images") as reporter:

@@ -92,6 +92,7 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
     from flamefit.commands._options import resolve_threads, setup_torch
     from flamefit.io.outputs import check_output_path
     from flamefit.io.results import normalise_outputs
+    from flamefit.jobs.photo import FIT_WORKER
     from flamefit.run import Reporter, RunSpec, check_inputs, image_items, resolve_assets, resolve_cache_dir, run_items
 
     debug = bool((ctx.obj or {}).get("debug"))
@@ -103,7 +104,7 @@ def fit(ctx, images, flame, texture_space, landmarks_static, landmarks_dynamic, 
                             face_landmarker=face_landmarker)
     items = take_shard(image_items(images, recursive=recursive), shard)
     kinds = [k for k, on in (("mesh", mesh), ("overlay", overlay), ("render", render)) if on]
-    spec = RunSpec(worker="fit", out_dir=str(out_dir), assets=assets, cache_dir=resolve_cache_dir(),
+    spec = RunSpec(worker=FIT_WORKER, out_dir=str(out_dir), assets=assets, cache_dir=resolve_cache_dir(),
                    config=cfg_dict, outputs=list(normalise_outputs(kinds)), device=str(torch_device),
                    threads=resolve_threads(threads), overwrite=overwrite, verify_hashes=verify, retries=retries)
     out_dir.mkdir(parents=True, exist_ok=True)

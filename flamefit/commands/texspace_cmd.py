@@ -7,8 +7,9 @@
     flamefit texspace pca --work DIR [--out SPACE.npz]     (PCA -> FLAME_texture.npz layout + preview)
     flamefit texspace preview SPACE.npz --out GRID.png     (first 5 components at +-2 sd)
 
-A thin adapter over :mod:`flamefit.texspace.pipeline` (stages, work folder) and :mod:`flamefit.run.texspace` (the
-unwrap stage's worker). Every stage is resumable: rerunning a command skips what is finished.
+A thin adapter over :mod:`flamefit.texspace.pipeline` (stages, work folder) and :mod:`flamefit.jobs.texspace` (the
+unwrap stage's worker and job, the build's driver). Every stage is resumable: rerunning a command skips what is
+finished.
 """
 
 from __future__ import annotations
@@ -102,31 +103,37 @@ def _fit_config(config_file, overrides) -> dict:
     return json.loads(json.dumps(config_to_dict(cfg)))
 
 
+def _stop_if_all_failed():
+    """The unwrap job, stopping the build right after the stage when every photo failed (with their code)."""
+    from flamefit.jobs.texspace import UnwrapJob
+
+    class StopIfAllFailed(UnwrapJob):
+        def run(self, it, space):
+            doc = super().run(it, space)
+            if doc.get("failed") and not doc.get("n_ok"):
+                _raise_items_failed(doc["failed"], len(doc.get("items") or doc["failed"]), "photos")
+            return doc
+
+    return StopIfAllFailed
+
+
 def _unwrap_fn(images, *, flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides,
                detections, size, device, threads, workers, use_ray, ray_address, retries, recursive, shard, progress,
                debug, reporter):
-    """(unwrap callable for the pipeline, resolved start space or None, resolved model path)."""
+    """(the unwrap stage's job, resolved start space or None, resolved model path)."""
     from flamefit.commands._common import take_shard
     from flamefit.commands._options import resolve_threads
     from flamefit.run import RunSpec, image_items, resolve_assets, resolve_cache_dir
-    from flamefit.run.texspace import unwrap_runner
 
     cfg_dict = _fit_config(config_file, overrides)
     assets = resolve_assets(flame, texture_space, landmarks_static, landmarks_dynamic)
     items = take_shard(image_items(images, recursive=recursive), shard)
     spec = RunSpec(worker="", assets=assets, cache_dir=resolve_cache_dir(), config=cfg_dict, device=str(device),
                    threads=resolve_threads(threads), retries=retries)
-    run = unwrap_runner(items, spec, lambda: make_executor(workers, use_ray, ray_address, debug=debug,
-                                                           reporter=reporter),
-                        reporter=reporter, size=size, detections=None if detections is None else str(detections))
-
-    def fn(it, space):
-        doc = run(it, space)
-        if doc.get("failed") and not doc.get("n_ok"):  # every photo failed: stop here, with their code
-            _raise_items_failed(doc["failed"], len(doc.get("items") or doc["failed"]), "photos")
-        return doc
-
-    return fn, assets.get("texture_space"), assets["flame"]
+    job_cls = _stop_if_all_failed()
+    job = job_cls(items, spec, lambda: make_executor(workers, use_ray, ray_address, debug=debug, reporter=reporter),
+                  reporter=reporter, size=size, detections=None if detections is None else str(detections))
+    return job, assets.get("texture_space"), assets["flame"]
 
 
 def _raise_items_failed(failed: list[dict], n_items: int, what: str, tail: str = "listed above") -> None:
@@ -184,9 +191,9 @@ def build(ctx, images, out, work, components, iterations, flame, texture_space, 
     """Build a texture space from IMAGES (files or folders) into --out. Rerun the same command to resume."""
     from flamefit.commands._options import setup_torch
     from flamefit.io.outputs import check_output_path
+    from flamefit.jobs.texspace import build as run_build
     from flamefit.run import Reporter, check_inputs
     from flamefit.texspace.pipeline import BuildConfig, open_work, with_defaults
-    from flamefit.texspace.pipeline import build as run_build
 
     torch_device = setup_torch(device, threads)
     work = work or out.with_name(out.stem + "_work")
@@ -248,7 +255,7 @@ def unwrap(ctx, images, work, iteration, flame, texture_space, landmarks_static,
         if exists and not explicit_start:  # the folder's own start space
             texture_space = doc.get("start_space") or "none"
         cfg = with_defaults(base, size=size)
-        fn, start, model = _unwrap_fn(
+        job, start, model = _unwrap_fn(
             images, flame=flame, texture_space=texture_space, landmarks_static=landmarks_static,
             landmarks_dynamic=landmarks_dynamic, config_file=config_file, overrides=overrides, detections=detections,
             size=cfg.size, device=torch_device, threads=threads, workers=workers, use_ray=use_ray,
@@ -256,7 +263,7 @@ def unwrap(ctx, images, work, iteration, flame, texture_space, landmarks_static,
             debug=bool((ctx.obj or {}).get("debug")), reporter=reporter)
         open_work(work, cfg, start, None if exists else resolve_layout(model, start), check_start=explicit_start)
         space = str(it.previous_space()) if iteration else start
-        doc = fn(it, space)
+        doc = job.run(it, space)
     _echo_stage(doc, f"unwrap ({doc.get('n_ok', 0)} photos ready, {doc.get('n_failed', 0)} failed)")
     _failures(doc)
     if doc.get("failed"):

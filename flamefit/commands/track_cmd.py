@@ -2,7 +2,7 @@
 
 A thin adapter: flags -> :class:`flamefit.track.TrackConfig`, the fitter from the same model options as ``fit``,
 then :func:`flamefit.track.track_video` (one stream, in this process) or, with ``--workers N``/``--ray``,
-:func:`flamefit.track.segments.track_parallel` (overlapping segments on the run layer). Rerunning the same command
+:func:`flamefit.jobs.track.track_parallel` (overlapping segments on the run layer). Rerunning the same command
 continues where a killed run stopped.
 """
 
@@ -90,7 +90,7 @@ def track(ctx, video, flame, texture_space, landmarks_static, landmarks_dynamic,
     kw = dict(fps=fps, every=every, start_s=start_s, end_s=end_s, overwrite=overwrite)
     try:
         if workers or use_ray or ray_address:
-            from flamefit.track.segments import track_parallel
+            from flamefit.jobs.track import track_parallel
             from flamefit.track.video import render_overlay
 
             spec = RunSpec(worker="", assets=a, cache_dir=resolve_cache_dir(), config=cfg_dict,

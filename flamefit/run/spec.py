@@ -24,11 +24,13 @@ NO_TEXTURE_SPACE = ("none", "free", "")
 class RunSpec:
     """What to run and how; JSON-serialisable (``to_json`` / ``from_json``).
 
-    ``worker``: ``"fit"``, ``"detect"``, or ``"module:attribute"`` of a worker factory (a class taking the spec).
+    ``worker``: ``"module:attribute"`` of a worker factory (a class taking the spec); the jobs name theirs (e.g.
+    :data:`flamefit.jobs.photo.FIT_WORKER`), the run layer knows none.
     ``assets``: asset kind -> absolute path or None (``texture_space`` None = free albedo).
-    ``config``: the fit config as a dict (``config_to_dict``). ``options``: worker options (e.g. detection
-    settings). ``outputs``: output kinds to write (see :mod:`flamefit.io.results`). ``threads``: torch threads
-    per worker (None = torch's default). ``retries``: how often an item whose worker died is retried.
+    ``config``: the job's config as a dict (the fit config: ``config_to_dict``). ``options``: worker options (e.g.
+    detection settings). ``outputs``: output kinds to write (the job's: see :mod:`flamefit.io.results`).
+    ``threads``: torch threads per worker (None = torch's default). ``retries``: how often an item whose worker died
+    is retried.
     """
 
     worker: str
@@ -115,29 +117,3 @@ def pin_environment(spec: RunSpec) -> None:
         os.environ[CACHE_DIR_ENV] = spec.cache_dir
     if spec.threads is not None:  # for libraries that read it at import (OpenMP): one policy, the spec's
         os.environ["OMP_NUM_THREADS"] = str(spec.threads)
-
-
-def config_from_dict(data: dict):
-    """A validated FitConfig from the dict a spec carries (the defaults when empty)."""
-    from flamefit.fit.config import FitConfig, apply_dict, validate_config
-
-    if not isinstance(data, dict):
-        raise ConfigError(f"run spec: config must be a mapping, got {type(data).__name__}")
-    cfg = apply_dict(FitConfig(), data)
-    validate_config(cfg)
-    return cfg
-
-
-def fitter_from_spec(spec: RunSpec, cfg=None):
-    """The worker's :class:`~flamefit.fit.Fitter`, built from the spec alone: its torch threads, its resolved
-    asset paths (never the worker's environment) and its config (``cfg``: an already parsed one)."""
-    import torch
-
-    from flamefit.fit.api import build_fitter
-
-    if spec.threads is not None and torch.get_num_threads() != spec.threads:
-        torch.set_num_threads(spec.threads)
-    a = spec.assets
-    return build_fitter(a.get("flame"), a.get("texture_space") or "none",
-                        cfg if cfg is not None else config_from_dict(spec.config), device=spec.device,
-                        landmarks_static=a.get("landmarks_static"), landmarks_dynamic=a.get("landmarks_dynamic"))

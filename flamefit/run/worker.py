@@ -1,6 +1,7 @@
 """The worker protocol and per-item records.
 
-A worker is built from a :class:`~flamefit.run.spec.RunSpec` alone (``factory(spec)``), does its expensive
+A worker is built from a :class:`~flamefit.run.spec.RunSpec` alone (``factory(spec)``, the factory named by
+``spec.worker`` as ``module:attribute``: the jobs in :mod:`flamefit.jobs` name theirs), does its expensive
 set-up once in :meth:`Worker.setup` (load the model, start the detector), then turns items into records with
 :meth:`Worker.process`. The same worker class runs in-process, in a local process pool and in Ray actors.
 
@@ -19,12 +20,6 @@ from typing import Protocol, runtime_checkable
 from flamefit.errors import EXIT_INTERNAL, ConfigError, FlamefitError
 from flamefit.run.items import Item
 from flamefit.run.spec import RunSpec
-
-# worker name in a spec -> "module:attribute" of its factory
-WORKERS = {
-    "fit": "flamefit.run.workers:FitWorker",
-    "detect": "flamefit.run.workers:DetectWorker",
-}
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 
@@ -90,10 +85,11 @@ def process_safely(worker: Worker, item: Item, debug: bool = False) -> Record:
 
 
 def worker_factory(name: str) -> Callable[[RunSpec], Worker]:
-    """The factory for a spec's ``worker``: a registered name or ``module:attribute``."""
-    target = WORKERS.get(name, name)
+    """The factory for a spec's ``worker``, ``module:attribute`` (imported here, in the worker process: the run
+    layer names no job; each job module says its own, e.g. :data:`flamefit.jobs.photo.FIT_WORKER`)."""
+    target = name
     if ":" not in target:
-        raise ConfigError(f"unknown worker {name!r}; known: {sorted(WORKERS)} or 'module:attribute'")
+        raise ConfigError(f"unknown worker {name!r}: a worker is named 'module:attribute' (its factory)")
     module_name, attr = target.split(":", 1)
     try:
         return getattr(importlib.import_module(module_name), attr)

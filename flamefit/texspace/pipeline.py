@@ -15,9 +15,10 @@ an interrupted stage redoes only what is missing)::
 
 Iteration K fits with ``WORK/iter{K-1}/space.npz`` (iteration 0 with the start space, or a free albedo).
 
-The per-photo part (:func:`fit_and_unwrap`) runs in run-layer workers (``flamefit.run.texspace``); the stages
-after it (:func:`train_stage`, :func:`inpaint_stage`, :func:`pca_stage`) run here on the whole set. :func:`build`
-strings them together, taking the unwrap stage as a callable so this module does not depend on the run layer.
+The per-photo part (:func:`fit_and_unwrap`) runs in run-layer workers (the texspace job,
+:mod:`flamefit.jobs.texspace`); the stages after it (:func:`train_stage`, :func:`inpaint_stage`, :func:`pca_stage`)
+run here on the whole set. The job's ``build`` strings them together (this module does not depend on the run
+layer).
 
 Completion default, from the measured comparison (``flamefit bench texspace`` (b): PSNR on held-out strokes in the
 unwrapped maps of 4 fitted renders that the network never saw; network trained on 16 other photos' maps, 2026-11-29,
@@ -634,9 +635,6 @@ def preview(space: str | Path, out: str | Path, *, flame: str | None = None, n: 
 # -------------------------------------------------------------------------------------------------- the build
 
 
-UnwrapFn = Callable[[Iteration, str | None], dict]
-
-
 @dataclass
 class BuildReport:
     """What a build did: per iteration, each stage's record (seconds, peak memory, skipped or not), the photos
@@ -649,74 +647,6 @@ class BuildReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def run_stages(it: Iteration, cfg: BuildConfig, unwrap: UnwrapFn, space: str | None, *, start_space: str | None,
-               flame: str | None, device: str | torch.device = "cpu", log: Callable[[str], None] | None = None
-               ) -> dict:
-    """One iteration: unwrap (through ``unwrap(it, space)``: the run layer), train, inpaint, PCA."""
-    log = log or (lambda _m: None)
-    out = {"iteration": it.index, "fitted_with": space or "free albedo"}
-
-    def note(stage: str, doc: dict) -> dict:
-        how = "already finished, skipped" if doc.get("skipped") else f"{doc.get('seconds', 0.0):.1f} s"
-        log(f"iteration {it.index}: {stage}: {how}")
-        return doc
-
-    log(f"iteration {it.index}: unwrap (fit with {space or 'a free albedo'}) ...")
-    out["unwrap"] = note("unwrap", unwrap(it, space))
-    if cfg.fill == "network":
-        out["train-inpaint"] = note(f"train-inpaint ({cfg.inpaint_steps} steps)", train_stage(it, cfg, device=device))
-    out["inpaint"] = note(f"inpaint ({cfg.fill})", inpaint_stage(it, cfg, start_space=start_space, device=device))
-    out["pca"] = note(f"pca ({cfg.components} components)", pca_stage(it, cfg, flame=flame))
-    return out
-
-
-def build(work: str | Path, out: str | Path, cfg: BuildConfig, unwrap: UnwrapFn, *, start_space: str | None,
-          flame: str | None, device: str | torch.device = "cpu", log: Callable[[str], None] | None = None
-          ) -> BuildReport:
-    """The whole pipeline, ``cfg.iterations`` times, resumable (see the module doc); the last iteration's space is
-    copied to ``out`` (+ ``OUT_preview.png`` and ``OUT.json``: variance explained, failures, stage times)."""
-    import shutil
-
-    work, out = Path(work), Path(out)
-    cfg.validate()
-    layout = None if (work / "build.json").is_file() else resolve_layout(flame, start_space)
-    cfg, _ = open_work(work, cfg, start_space, layout, check_start=True)
-    report = BuildReport(out=str(out), work=str(work))
-    space = start_space
-    for k in range(cfg.iterations):
-        it = Iteration(work, k)
-        doc = run_stages(it, cfg, unwrap, space, start_space=start_space, flame=flame, device=device, log=log)
-        report.iterations.append(_brief(doc))
-        space = str(it.space)
-    last = Iteration(work, cfg.iterations - 1)
-    report.failed = list(read_stage(last, "unwrap").get("failed", [])) if read_stage(last, "unwrap") else []
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out, suffix=".npz") as tmp:
-        shutil.copyfile(last.space, tmp)
-    prev = out.with_name(out.stem + "_preview.png")
-    if last.preview.is_file():
-        shutil.copyfile(last.preview, prev)
-    space_doc = json.loads(last.space_json.read_text(encoding="utf-8"))
-    summary = {"space": str(out), "preview": str(prev), "work": str(work), "config": asdict(cfg),
-               "start_space": start_space, **{k: space_doc[k] for k in ("n_maps", "components",
-                                                                       "explained_variance_ratio",
-                                                                       "cumulative_explained_variance")},
-               "failed": report.failed, "iterations": report.iterations}
-    _atomic_text(out.with_suffix(".json"), json.dumps(summary, indent=1))
-    return report
-
-
-def _brief(doc: dict) -> dict:
-    """A stage record without the long name lists (for reports)."""
-    out = {}
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            out[k] = {kk: vv for kk, vv in v.items() if kk not in ("maps", "ok", "items")}
-        else:
-            out[k] = v
-    return out
 
 
 def with_defaults(cfg: BuildConfig | None = None, **changes) -> BuildConfig:

@@ -7,7 +7,7 @@
 :mod:`flamefit.fit`'s one solver with :class:`flamefit.fit.terms.TemporalTerm`), :mod:`flamefit.track.terms` (the
 default temporal weights), :mod:`flamefit.track.outputs` (per-frame files, identity, summary, point cache),
 :mod:`flamefit.track.video` (decode -> detect -> track -> write, resumable), :mod:`flamefit.track.segments`
-(parallel segments on the run layer).
+(a video cut into overlapping segments; :mod:`flamefit.jobs.track` runs them in parallel on the run layer).
 """
 
 from flamefit.track.tracker import FrameObs, Identity, TrackConfig, TrackedFrame, Tracker, fit_identity

@@ -1,5 +1,5 @@
 """Light workers for the run-layer tests (no model, no torch): importable by spawned processes and Ray actors
-because tests/run/conftest.py puts this folder on sys.path and $PYTHONPATH."""
+because tests/conftest.py (run_test_workers_importable) puts this folder on sys.path and $PYTHONPATH."""
 
 from __future__ import annotations
 

@@ -20,11 +20,11 @@ def _spec(p, fit, threads=1):
 
 
 def _runner(p, fit, images=None):
+    from flamefit.jobs.texspace import UnwrapJob
     from flamefit.run import InProcessExecutor, image_items
-    from flamefit.run.texspace import unwrap_runner
 
     items = image_items(images or [p["images"]])
-    return unwrap_runner(items, _spec(p, fit), InProcessExecutor, size=64, detections=str(p["detections"]))
+    return UnwrapJob(items, _spec(p, fit), InProcessExecutor, size=64, detections=str(p["detections"]))
 
 
 def _cfg(**kw):
@@ -38,7 +38,7 @@ def _cfg(**kw):
 
 @pytest.fixture(scope="session")
 def built(synthetic_photos, tmp_path_factory, tiny_fit):
-    from flamefit.texspace.pipeline import build
+    from flamefit.jobs.texspace import build
 
     p = synthetic_photos
     root = tmp_path_factory.mktemp("texspace_build")
@@ -93,7 +93,8 @@ def test_unwrapped_maps_hold_the_rendered_albedo(built, synthetic_photos):
 
 
 def test_rerun_skips_finished_stages_and_finishes_interrupted_ones(built, synthetic_photos, tiny_fit):
-    from flamefit.texspace.pipeline import Iteration, build, read_stage, train_stage
+    from flamefit.jobs.texspace import build
+    from flamefit.texspace.pipeline import Iteration, read_stage, train_stage
 
     p = synthetic_photos
     work = built["work"]
@@ -125,7 +126,7 @@ def test_rerun_skips_finished_stages_and_finishes_interrupted_ones(built, synthe
 
 
 def test_iterations_refit_with_the_built_space(synthetic_photos, tmp_path, tiny_fit):
-    from flamefit.texspace.pipeline import build
+    from flamefit.jobs.texspace import build
 
     p = synthetic_photos
     imgs = [p["images"] / f"synth_{i:04d}.png" for i in range(3)]
@@ -149,7 +150,7 @@ def test_iterations_refit_with_the_built_space(synthetic_photos, tmp_path, tiny_
 
 def test_work_folder_keeps_its_map_size(built, synthetic_photos, tiny_fit):
     from flamefit.errors import ConfigError
-    from flamefit.texspace.pipeline import build
+    from flamefit.jobs.texspace import build
 
     p = synthetic_photos
     with pytest.raises(ConfigError, match="maps"):

@@ -155,8 +155,9 @@ def test_point_cache_matches_the_frames(track_fitter, make_clip, tmp_path):
 
 
 def test_segments_own_each_frame_once_and_share_the_identity(track_fitter, make_clip, tmp_path, monkeypatch):
+    from flamefit.jobs.track import track_parallel
     from flamefit.run import InProcessExecutor, RunSpec
-    from flamefit.track.segments import plan_segments, track_parallel
+    from flamefit.track.segments import plan_segments
 
     fitter, _, _, _ = track_fitter
     clip, path = make_clip("plain")
@@ -166,9 +167,9 @@ def test_segments_own_each_frame_once_and_share_the_identity(track_fitter, make_
     np.save(tmp_path / "lmks.npy", clip.lmks_68_noisy)
     spec = RunSpec(worker="", options={"landmarks_npy": str(tmp_path / "lmks.npy")})
     # the worker builds its own fitter from the spec: hand it this one (same model files are not on a fresh path)
-    from flamefit.track import segments as S
+    from flamefit.jobs import track as J
 
-    monkeypatch.setattr(S.TrackWorker, "setup", lambda self: setattr(self, "fitter", fitter))
+    monkeypatch.setattr(J.TrackWorker, "setup", lambda self: setattr(self, "fitter", fitter))
     out = tmp_path / "out"
     doc = track_parallel(path, out, fitter, GivenLandmarks(clip.lmks_68_noisy), small_cfg(), spec,
                          InProcessExecutor(debug=True), segment_s=0.5, warmup_s=0.2)

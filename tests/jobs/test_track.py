@@ -44,9 +44,9 @@ def _cfg():
 
 
 def _track(setup, executor, name):
+    from flamefit.jobs.track import track_parallel
     from flamefit.track import GivenLandmarks
     from flamefit.track.outputs import finished_frames
-    from flamefit.track.segments import track_parallel
 
     fitter, clip, tmp, spec = setup
     out = tmp / name

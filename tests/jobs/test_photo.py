@@ -1,4 +1,5 @@
-"""Acceptance (issue 9): `flamefit fit FOLDER` gives the same results in-process, with --workers 2 and on Ray.
+"""The fit job (flamefit.jobs.photo), acceptance (issue 9): `flamefit fit FOLDER` gives the same results
+in-process, with --workers 2 and on Ray.
 Stand-in model, tiny iteration counts. (A dying worker losing only its item: tests/run/test_executors.py, with a
 light worker, so CI does not start more fit workers than these.)"""
 

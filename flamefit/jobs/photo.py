@@ -1,4 +1,6 @@
-"""The workers behind ``flamefit fit`` and ``flamefit detect`` (see :mod:`flamefit.run.worker` for the protocol).
+"""The photo jobs: the workers behind ``flamefit fit`` and ``flamefit detect`` (see :mod:`flamefit.run.worker` for
+the protocol) and the fit job's spec helpers (:func:`config_from_dict`, :func:`fitter_from_spec`, also used by the
+track and texspace jobs). A spec names a worker by :data:`FIT_WORKER` / :data:`DETECT_WORKER`.
 
 Both are built from the spec alone and write their outputs through :mod:`flamefit.io` as atomic sets with a
 completion record. Options (``spec.options``):
@@ -13,9 +15,40 @@ from __future__ import annotations
 import sys
 import time
 
+from flamefit.errors import ConfigError
 from flamefit.run.items import Item
-from flamefit.run.spec import RunSpec, config_from_dict, fitter_from_spec
+from flamefit.run.spec import RunSpec
 from flamefit.run.worker import OK, SKIPPED, Record
+
+# the factories a spec names (``RunSpec.worker``)
+FIT_WORKER = "flamefit.jobs.photo:FitWorker"
+DETECT_WORKER = "flamefit.jobs.photo:DetectWorker"
+
+
+def config_from_dict(data: dict):
+    """A validated FitConfig from the dict a spec carries (the defaults when empty)."""
+    from flamefit.fit.config import FitConfig, apply_dict, validate_config
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"run spec: config must be a mapping, got {type(data).__name__}")
+    cfg = apply_dict(FitConfig(), data)
+    validate_config(cfg)
+    return cfg
+
+
+def fitter_from_spec(spec: RunSpec, cfg=None):
+    """The worker's :class:`~flamefit.fit.Fitter`, built from the spec alone: its torch threads, its resolved
+    asset paths (never the worker's environment) and its config (``cfg``: an already parsed one)."""
+    import torch
+
+    from flamefit.fit.api import build_fitter
+
+    if spec.threads is not None and torch.get_num_threads() != spec.threads:
+        torch.set_num_threads(spec.threads)
+    a = spec.assets
+    return build_fitter(a.get("flame"), a.get("texture_space") or "none",
+                        cfg if cfg is not None else config_from_dict(spec.config), device=spec.device,
+                        landmarks_static=a.get("landmarks_static"), landmarks_dynamic=a.get("landmarks_dynamic"))
 
 
 def _apply_threads(spec: RunSpec, only_if_imported: bool = False) -> None:
