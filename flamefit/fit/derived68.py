@@ -134,11 +134,9 @@ def _with_mix(lmk: Landmarks68, dense: MeshLandmarks) -> Landmarks68:
 
 def _head_faces(F: np.ndarray, n_vertices: int) -> np.ndarray:
     """Indices of the faces of the largest connected component (the head; not the eyeballs)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from flamefit.fit.eyes import face_components
 
-    g = coo_matrix((np.ones(F.size), (F.ravel(), F[:, [1, 2, 0]].ravel())), shape=(n_vertices, n_vertices))
-    labels = connected_components(g, directed=False)[1][F[:, 0]]
+    labels = face_components(F, n_vertices)
     ids, counts = np.unique(labels, return_counts=True)
     return np.flatnonzero(labels == ids[np.argmax(counts)])
 
