@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flamefit.commands._options import ENV_THREADS, resolve_threads, setup_torch, threads_info
+from flamefit.bench.common import threads_info
+from flamefit.commands._options import ENV_THREADS, resolve_threads, setup_torch
 from flamefit.errors import ConfigError
 
 

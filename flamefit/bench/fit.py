@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -224,21 +223,10 @@ def pipeline(assets: Path, n: int = 4, overrides=(), device: str = "cpu") -> dic
             "median_s": {k: float(np.median([r[k] for r in ok if k in r])) for k in keys}}
 
 
-def _threads_info() -> dict:
-    import torch
-
-    info = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    try:
-        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
-    return info
-
-
 def run(n: int = 20, assets: str | None = None, do_real: bool = True, overrides=(), device: str = "cpu",
         batch_sizes=(1, 8, 32), pipeline_n: int = 4, detected_n: int = 30, renders: str | None = None,
         log=None) -> dict:
-    from flamefit.bench.common import environment
+    from flamefit.bench.common import environment, threads_info
 
     root = _assets(assets)
     t0 = time.perf_counter()
@@ -256,7 +244,7 @@ def run(n: int = 20, assets: str | None = None, do_real: bool = True, overrides=
         "landmarks_note": "synthetic: 'detected' 68 points = ground-truth projection + 1 px noise (no MediaPipe); "
                           "focal length known",
         "device": device,
-        **_threads_info(),
+        **threads_info(),
         "build_fitter_s": build_s,
         "first_fit_s_including_warmup": first_fit_s,
         "config": {k: v for k, v in _cfg_summary(fitter.cfg).items()},
@@ -282,7 +270,7 @@ def run(n: int = 20, assets: str | None = None, do_real: bool = True, overrides=
         report["pipeline"] = pipeline(root, pipeline_n, overrides, device)
     if batch_sizes:
         report["throughput"] = throughput(fitter, batch_sizes)
-    report["loadavg_end"] = _threads_info().get("loadavg")
+    report["loadavg_end"] = threads_info().get("loadavg")
     return report
 
 

@@ -350,7 +350,7 @@ def command(assets, n_build, n_inpaint_test, n_held, components, size, image_px,
     """Texture-space building: known-space recovery, inpainting PSNR, real-photo skin PSNR, time and memory."""
     import torch
 
-    from flamefit.commands._options import threads_info
+    from flamefit.bench.common import threads_info
     from flamefit.texspace.pipeline import BuildConfig, with_defaults
 
     if threads:

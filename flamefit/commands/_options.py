@@ -99,27 +99,6 @@ def check_device(device: str | None) -> str:
     return name
 
 
-def threads_info() -> dict:
-    """The torch threads in use and the 1/5/15-minute load averages, for bench reports."""
-    import torch
-
-    info: dict = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    try:
-        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # not available on this platform
-        pass
-    return info
-
-
-def threads_line() -> str:
-    """One human line: ``threads 1 (of 2 CPUs), load average 0.31 0.20 0.10``."""
-    info = threads_info()
-    line = f"threads {info['threads']} (of {info['cpu_count']} CPUs)"
-    if "loadavg" in info:
-        line += ", load average " + " ".join(f"{x:.2f}" for x in info["loadavg"])
-    return line
-
-
 def device_option(default: str = "cpu"):
     """``--device``: cpu, cuda or cuda:N (validated by :func:`setup_torch`)."""
     return click.option("--device", default=default, show_default=True,

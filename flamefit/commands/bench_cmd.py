@@ -12,7 +12,8 @@ import importlib
 
 import click
 
-from flamefit.commands._options import check_device, parse_threads, setup_torch, threads_line, threads_option
+from flamefit.bench.common import threads_line
+from flamefit.commands._options import check_device, parse_threads, setup_torch, threads_option
 
 BENCHMARKS = {
     "model": "FLAME forward+backward time (batch 1 and 64).",
