@@ -140,6 +140,17 @@ def test_2_bad_configuration(env, capsys, no_model_loading, face, tmp_path, comm
     assert code == errors.EXIT_USAGE == 2, err
 
 
+@pytest.mark.parametrize("start,end,msg", [("1.0", None, "past the end"), ("0.2", "0.1", "not after --start")])
+def test_2_track_selection_outside_the_video(env, capsys, no_model_loading, tmp_path, start, end, msg):
+    """A start at or past the video's end (6 frames: 0.24 s) is its own error, before the models load, not
+    "no face was found"."""
+    video = _video(tmp_path / "v.mp4")
+    args = ["track", video, "--out", tmp_path / "o", "--start", start] + (["--end", end] if end else [])
+    code, err = _run(capsys, args)
+    assert code == errors.EXIT_USAGE == 2, err
+    assert msg in err and "no face" not in err
+
+
 # ---- 3 ------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", ["fit", "track", "texspace"])

@@ -70,6 +70,7 @@ def track(ctx, video, flame, texture_space, landmarks_static, landmarks_dynamic,
     from flamefit.observe.video import probe_video
     from flamefit.run import Reporter, RunSpec, check_inputs, resolve_assets, resolve_cache_dir
     from flamefit.track import MediaPipeFrames, TrackConfig, track_video
+    from flamefit.track.video import check_selection
 
     if fps is not None and every is not None:
         raise ConfigError("give either --fps or --every, not both")
@@ -81,7 +82,8 @@ def track(ctx, video, flame, texture_space, landmarks_static, landmarks_dynamic,
     check_inputs([video], what="video", error=VideoError)
     if video.is_dir():
         raise VideoError(f"{video} is a folder; give a video file")
-    probe_video(video)  # a file that is no video: exit 4 now, not after the models loaded
+    # a file that is no video: exit 4 now, not after the models loaded; a start past its end: exit 2 now
+    check_selection(video, probe_video(video), start_s, end_s)
     check_output_path(out_dir)  # exit 8 now, not after the identity fit
     a = resolve_assets(flame, texture_space, landmarks_static, landmarks_dynamic)
     fitter = build_fitter(a["flame"], a["texture_space"] or "none", cfg, device=torch_device,

@@ -158,6 +158,21 @@ def get_identity(video, out_dir, fitter, detector, cfg: TrackConfig, *, start_s=
 
 # -- the run ----------------------------------------------------------------------------------------------------------
 
+def check_selection(video, info, start_s=None, end_s=None) -> None:
+    """A :class:`~flamefit.errors.ConfigError` when ``start_s``/``end_s`` select no time of ``video`` (whose
+    :func:`~flamefit.observe.video.probe_video` is ``info``): a start at or past the end would otherwise read as
+    "no face was found"."""
+    from flamefit.errors import ConfigError
+
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise ConfigError(f"--end {end_s:g} s is not after --start {start_s:g} s: nothing of {video} to track; "
+                          "give an end after the start")
+    duration = info.duration_s
+    if start_s is not None and duration and start_s >= duration:
+        raise ConfigError(f"--start {start_s:g} s is at or past the end of {video} ({duration:g} s long): nothing "
+                          f"to track; give a start before {duration:g} s")
+
+
 def track_video(video, out_dir, fitter, detector, cfg: TrackConfig | None = None, *, fps=None, every=None,
                 start_s=None, end_s=None, own_start_s=None, own_end_s=None, identity: Identity | None = None,
                 overwrite: bool = False, overlay: bool = False, mesh: bool = False, summary: bool = True,
@@ -176,6 +191,7 @@ def track_video(video, out_dir, fitter, detector, cfg: TrackConfig | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     info = probe_video(video)
+    check_selection(video, info, start_s, end_s)
     reused = identity is not None
     t0 = time.perf_counter()
     if identity is None:
