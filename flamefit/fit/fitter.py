@@ -90,6 +90,20 @@ class Fitter:
         self.faces = model.faces
         self.n_shape = min(self.cfg.n_shape, model.n_shape)
         self.n_expr = min(self.cfg.n_expr, model.n_expr)
+        # what the model lacks that the config asks for: every result's ``missing`` says so (never a silent fit)
+        self.degraded: dict[str, str] = {}
+        if model.n_expr == 0 and self.cfg.n_expr > 0:
+            self.degraded["expression"] = ("the model has no expression space, so no expression was fitted (the "
+                                           "face is the identity's neutral one); use a FLAME file with expressions")
+        elif self.n_expr < self.cfg.n_expr:
+            self.degraded["expression_components"] = (f"the model has {model.n_expr} expression components, the "
+                                                      f"config asks for {self.cfg.n_expr}: fitted with "
+                                                      f"{self.n_expr}")
+        if model.n_shape == 0 and self.cfg.n_shape > 0:
+            self.degraded["shape"] = "the model has no identity (shape) space, so the head is the template's"
+        elif self.n_shape < self.cfg.n_shape:
+            self.degraded["shape_components"] = (f"the model has {model.n_shape} identity components, the config "
+                                                 f"asks for {self.cfg.n_shape}: fitted with {self.n_shape}")
         # Fit only the configured components (less memory traffic per iteration); other models as they are.
         self.model = model.truncated(self.n_shape, self.n_expr) if hasattr(model, "truncated") else model
         self.texture_space = self._appearance(texture_space)

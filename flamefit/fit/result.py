@@ -132,7 +132,7 @@ def make_result(fitter: Fitter, raw: RawFit, max_render_side: int = MAX_RENDER_S
     target = raw.target
     image = np.asarray(target.image, dtype=np.float32)
     H, W = image.shape[:2]
-    missing: dict[str, str] = {}
+    missing: dict[str, str] = dict(getattr(fitter, "degraded", {}))
     p = params_to_original(raw.params, raw.crop)
     verts, _ = fitter.vertices(p)
     lmk_fit = None

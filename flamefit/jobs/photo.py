@@ -79,6 +79,8 @@ class FitWorker:
     def setup(self) -> None:
         self.cfg = config_from_dict(self.spec.config)
         self.fitter = fitter_from_spec(self.spec, self.cfg)
+        for why in self.fitter.degraded.values():  # one line per worker; each result's `missing` has it too
+            print(f"warning: {self.spec.assets.get('flame')}: {why}", file=sys.stderr, flush=True)
         a = self.spec.assets
         try:
             from flamefit.observe import LandmarkDetector

@@ -347,3 +347,29 @@ def test_crop_maps_points_and_pixels_consistently():
     outside = Crop.around(np.array([[-30.0, -30.0], [10.0, 10.0]]), size=40, crop_scale=1.0)
     valid = outside.warp(np.ones((50, 80), np.float32), border="zero")
     assert valid[0, 0] == 0 and valid[-1, -1] == 1
+
+
+def test_a_model_short_of_components_says_so_in_every_result(synthetic_setup, tmp_path):
+    """10 identity components and no expression space: the fit runs on what there is, and each result's
+    ``missing`` says what the config asked for and did not get (never an empty ``missing`` on a degraded fit)."""
+    import pickle
+
+    from flamefit.model.flame import FlameModel
+    from flamefit.model.flame_file import read_flame_file
+    from flamefit.model.synthetic import synthetic_flame_dict
+
+    _, dense, ts = synthetic_setup
+    d = synthetic_flame_dict(0)
+    d["shapedirs"] = d["shapedirs"][..., :10]
+    path = tmp_path / "ten_shapes_no_expressions.pkl"
+    path.write_bytes(pickle.dumps(d))
+    model = FlameModel(read_flame_file(path), n_shape=10, n_expr=0)
+    f = Fitter(model, texture_space=ts, dense_landmarks=dense, config=fast_config("n_shape=50", "n_expr=20"))
+    assert set(f.degraded) == {"shape_components", "expression"}
+    assert "10 identity components" in f.degraded["shape_components"]
+    c = S.make_case(f, seed=1, height=160, width=150)
+    r = make_result(f, f.fit(c.target))
+    assert r.missing["expression"] == f.degraded["expression"] and "shape_components" in r.missing
+    full = Fitter(synthetic_setup[0], texture_space=ts, dense_landmarks=dense,
+                  config=fast_config("n_shape=20", "n_expr=10"))
+    assert not full.degraded
