@@ -227,8 +227,8 @@ class JawPriorTerm(PriorTerm):
     def __call__(self, ctx):  # each of the three weights is absolute
         return self._scaled(ctx).pow(2).sum(-1)
 
-    def value(self, ctx):
-        return self(ctx) / max(self.weight, 1e-30)
+    def value(self, ctx):  # the loss in units of the opening's weight (the plain squares when that weight is 0)
+        return self(ctx) / self.weight if self.weight > 0 else ctx.params.jaw_pose.pow(2).sum(-1)
 
     def residuals(self, ctx):
         return self._scaled(ctx) * 2 ** 0.5

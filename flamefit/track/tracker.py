@@ -95,9 +95,10 @@ class TrackConfig:
     smooth_lambda: dict = field(default_factory=lambda: dict(DEFAULT_LAMBDA))
     # prior weights replacing the fit config's in the window solver: landmarks barely tell a neck rotation from a
     # head rotation, and a free neck trades off against the camera (the head then wanders in the camera frame).
-    # A window's frames share one identity fitted from K frames, so the expression is the only per-frame shape
-    # freedom left and soaks up the detector's noise (norm 3.0 vs the truth's 1.7 on ../shared/eval's clip);
-    # 3e-4 (3x the stills') took that clip from 1.28 to 1.13 mm per frame, 1e-3 to 1.07 mm but 3.2 mm whole-clip.
+    # Not here: an expression prior above the stills' 1e-4. The expression is the only per-frame shape freedom and
+    # soaks up the detector's noise (norm 3.0 vs the truth's 1.7 on ../shared/eval's clip); 3e-4 took that clip
+    # from 1.23 to 1.06 mm per frame, but bench track's oracle clip from 3.54 to 5.07 mm whole-clip (1.5e-4:
+    # 1.15 mm, 3.85 mm): MediaPipe's biased points want it, unbiased ones do not.
     priors: dict = field(default_factory=lambda: {"neck_pose": 1.0})
     # the windows' prior on the jaw's sideways turn and roll (weights.jaw_lateral_prior; the stills keep theirs):
     # with one identity for the clip the jaw's free axes soak up the detector's noise (fitted roll up to 0.12 rad on
