@@ -62,6 +62,9 @@ class FitResult:
     blendshape_names: list[str] | None = None  # the 52 names, same order
     face_transform: np.ndarray | None = None  # (4,4) MediaPipe's facial transformation matrix
     missing: dict[str, str] = field(default_factory=dict)  # field -> why it is absent
+    # faces the detector found and which was fitted ({"found": n, "fitted_index": i (from the left)}); None when
+    # the input was not an Observation (no detection ran here)
+    detected_faces: dict | None = None
     # where K's focal length comes from: 'given', 'config', 'exif', 'fov_deg prior (N deg)'; '... , fitted' when
     # camera.optimize_focal refined it
     focal_source: str | None = None
@@ -213,5 +216,7 @@ def make_result(fitter: Fitter, raw: RawFit, max_render_side: int = MAX_RENDER_S
         render_scale=scale,
         landmarks_source="detected" if (lm68 is not None or lmd is not None) else None,
         missing=missing,
+        detected_faces=None if not hasattr(target.observation, "faces_found") else
+        {"found": int(target.observation.faces_found), "fitted_index": int(target.observation.face_index)},
         **extra,
     )

@@ -146,7 +146,7 @@ def result_json(result, config=None, faces_count: int | None = None) -> dict:
         # where lmks_68 / lmks_dense come from: "detected", or null when no detection ran (then they are absent)
         "landmarks_source": getattr(result, "landmarks_source", "detected"),
     }
-    for key in ("lmks_68_fit", "blendshape_scores", "blendshape_names", "face_transform"):
+    for key in ("detected_faces", "lmks_68_fit", "blendshape_scores", "blendshape_names", "face_transform"):
         value = getattr(result, key, None)
         if value is not None:
             doc[key] = value

@@ -145,7 +145,11 @@ class FitWorker:
             return Record(item.name, item.source, SKIPPED, message="finished by another run meanwhile",
                           seconds=seconds)
         timings = {**result.timings, "save_s": t_end - t_result, "total_s": seconds}
-        return Record(item.name, item.source, OK, message=f"{seconds:.1f} s; fit {t_fit - t_obs:.1f} s",
+        message = f"{seconds:.1f} s; fit {t_fit - t_obs:.1f} s"
+        if obs.faces_found > 1:  # never one of several faces without saying so
+            message += (f"; {obs.faces_found} faces found, fitted the largest (#{obs.face_index} counted from the "
+                        "left, 0-based)")
+        return Record(item.name, item.source, OK, message=message,
                       seconds=seconds, outputs=sorted(str(p) for p in paths.values()), data={"timings_s": timings})
 
 

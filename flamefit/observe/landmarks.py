@@ -73,6 +73,8 @@ class Detection:
     image_size: tuple[int, int]
     method: str = ""
     z: np.ndarray | None = field(default=None, repr=False)  # (478,) MediaPipe's relative depth, in x pixels
+    faces_found: int = 1  # faces in the image when this one was selected among them (LandmarkDetector.detect)
+    face_index: int = 0  # this face's index among them, counted from the left
 
     @property
     def lmks_68(self) -> np.ndarray:
@@ -276,21 +278,27 @@ class LandmarkDetector:
 
         ``thorough=False`` runs only the first stage (both detectors on the whole image): fast, for video.
         """
+        import dataclasses
+
         img8 = self._prepare(image, source)
         if select == "largest":
             faces = self._search(img8, source, thorough)
             # a much less certain face (a face-like pattern) does not win by size alone
             best = max(f.confidence for f in faces)
-            return max((f for f in faces if f.confidence >= best - _LARGEST_MARGIN), key=lambda d: d.size_px)
-        if isinstance(select, bool) or not isinstance(select, (int, np.integer)):
-            raise ValueError(f"select must be 'largest' or a face index, got {select!r}")
-        faces = self._search(img8, source, thorough)
-        if not -len(faces) <= int(select) < len(faces):
-            raise FaceNotFound(
-                f"Face #{select} asked for in {source}, but {len(faces)} face(s) were found "
-                f"(numbered 0..{len(faces) - 1} from left to right)."
-            )
-        return faces[int(select)]
+            face = max((f for f in faces if f.confidence >= best - _LARGEST_MARGIN), key=lambda d: d.size_px)
+            index = next(i for i, f in enumerate(faces) if f is face)
+        else:
+            if isinstance(select, bool) or not isinstance(select, (int, np.integer)):
+                raise ValueError(f"select must be 'largest' or a face index, got {select!r}")
+            faces = self._search(img8, source, thorough)
+            if not -len(faces) <= int(select) < len(faces):
+                raise FaceNotFound(
+                    f"Face #{select} asked for in {source}, but {len(faces)} face(s) were found "
+                    f"(numbered 0..{len(faces) - 1} from left to right)."
+                )
+            index = int(select) % len(faces)
+            face = faces[index]
+        return dataclasses.replace(face, faces_found=len(faces), face_index=index)
 
     def detect_all(self, image, *, source: str = "<image>") -> list[Detection]:
         """Every face found, ordered left to right by the centre of its landmarks."""

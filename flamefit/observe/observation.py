@@ -46,6 +46,8 @@ class Observation:
     face_transform: np.ndarray | None = None
     exif_focal_px: float | None = None
     missing: dict[str, str] = field(default_factory=dict)
+    faces_found: int = 1  # faces the detector found in the image; this observation is of face_index (from the left)
+    face_index: int = 0
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -136,4 +138,6 @@ def observation_from_detection(image, detection: Detection, *, mask: bool = True
         blendshape_names=expression.blendshape_names,
         face_transform=expression.face_transform,
         missing=dict(expression.missing),
+        faces_found=int(getattr(detection, "faces_found", 1)),
+        face_index=int(getattr(detection, "face_index", 0)),
     )

@@ -137,3 +137,24 @@ def test_help_lists_the_options(capsys):
     for opt in ("--flame", "--texture-space", "--config", "--set", "--overwrite", "--out"):
         assert opt in out
     assert main(["fit-texture", "--help"]) == 0
+
+
+def test_one_of_several_faces_is_fitted_and_said_so(env, shared_assets, tmp_path, capsys):
+    """Two faces in one photo: the largest is fitted, the ok line and the json say how many were found and which."""
+    from PIL import Image
+
+    from flamefit.observe.image import load_image
+
+    ffhq = shared_assets / "images" / "ffhq_256"
+    canvas = np.full((300, 640, 3), 0.45, np.float32)
+    canvas[20:276, 360:616] = load_image(ffhq / "00003.png")  # the larger face, on the right
+    small = np.asarray(Image.fromarray((load_image(ffhq / "00007.png") * 255).astype(np.uint8)).resize((160, 160)))
+    canvas[70:230, 40:200] = small / 255.0
+    photo = tmp_path / "two.png"
+    Image.fromarray((canvas * 255).astype(np.uint8)).save(photo)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["fit", str(photo), "--out", str(out), "--no-mesh", "--no-overlay", *FAST]) == 0
+    assert "2 faces found, fitted the largest (#1" in capsys.readouterr().err
+    doc = json.loads((out / "two.json").read_text())
+    assert doc["detected_faces"] == {"found": 2, "fitted_index": 1}

@@ -108,8 +108,16 @@ def test_several_faces_largest_or_selected(detector, ffhq_dir):
     assert faces[0].bbox[0] < faces[1].bbox[0]  # left to right
     largest = detector.detect(canvas)
     assert largest.bbox[0] > 450
+    assert (largest.faces_found, largest.face_index) == (2, 1)  # the selection is recorded, never silent
     assert detector.detect(canvas, select=0).bbox[0] < 300
     assert detector.detect(canvas, select=1).bbox[0] > 450
+    assert detector.detect(canvas, select=-2).face_index == 0
+    from flamefit.observe.observation import observation_from_detection
+
+    obs = observation_from_detection(canvas, largest, mask=False)
+    assert (obs.faces_found, obs.face_index) == (2, 1)
+    one = detector.detect(load_image(ffhq_dir / "00003.png"))
+    assert (one.faces_found, one.face_index) == (1, 0)
     with pytest.raises(FaceNotFound, match="2 face"):
         detector.detect(canvas, select=2)
     with pytest.raises(ValueError):
