@@ -142,6 +142,17 @@ def items_exit_code(failed_codes: list[int], n_items: int) -> int:
     return EXIT_ITEMS_FAILED
 
 
+def items_failed(failed: list[tuple[str, str, int | None]], n_items: int, what: str = "items",
+                 tail: str = "") -> ItemsFailed:
+    """The :class:`ItemsFailed` of a run of ``n_items`` whose ``failed`` items are (source, message, exit code):
+    a single input's own message and code; else "K of N <what> failed" with :func:`items_exit_code`'s code."""
+    code = items_exit_code([c for _, _, c in failed], n_items)
+    if n_items == len(failed) == 1:
+        source, message, _ = failed[0]
+        return ItemsFailed(message if source in message else f"{source}: {message}", exit_code=code)
+    return ItemsFailed(f"{len(failed)} of {n_items} {what} failed{tail}", exit_code=code)
+
+
 def one_line(text: object, limit: int = 2000) -> str:
     """``text`` as one line (newlines and runs of spaces collapsed), at most ``limit`` characters."""
     line = " ".join(str(text).split())

@@ -103,26 +103,13 @@ def _fit_config(config_file, overrides) -> dict:
     return json.loads(json.dumps(config_to_dict(cfg)))
 
 
-def _stop_if_all_failed():
-    """The unwrap job, stopping the build right after the stage when every photo failed (with their code)."""
-    from flamefit.jobs.texspace import UnwrapJob
-
-    class StopIfAllFailed(UnwrapJob):
-        def run(self, it, space):
-            doc = super().run(it, space)
-            if doc.get("failed") and not doc.get("n_ok"):
-                _raise_items_failed(doc["failed"], len(doc.get("items") or doc["failed"]), "photos")
-            return doc
-
-    return StopIfAllFailed
-
-
 def _unwrap_fn(images, *, flame, texture_space, landmarks_static, landmarks_dynamic, config_file, overrides,
                detections, size, device, threads, workers, use_ray, ray_address, retries, recursive, shard, progress,
                debug, reporter):
     """(the unwrap stage's job, resolved start space or None, resolved model path)."""
     from flamefit.commands._common import take_shard
     from flamefit.commands._options import resolve_threads
+    from flamefit.jobs.texspace import UnwrapJob
     from flamefit.run import RunSpec, image_items, resolve_assets, resolve_cache_dir
 
     cfg_dict = _fit_config(config_file, overrides)
@@ -130,24 +117,17 @@ def _unwrap_fn(images, *, flame, texture_space, landmarks_static, landmarks_dyna
     items = take_shard(image_items(images, recursive=recursive), shard)
     spec = RunSpec(worker="", assets=assets, cache_dir=resolve_cache_dir(), config=cfg_dict, device=str(device),
                    threads=resolve_threads(threads), retries=retries)
-    job_cls = _stop_if_all_failed()
-    job = job_cls(items, spec, lambda: make_executor(workers, use_ray, ray_address, debug=debug, reporter=reporter),
-                  reporter=reporter, size=size, detections=None if detections is None else str(detections))
+    job = UnwrapJob(items, spec, lambda: make_executor(workers, use_ray, ray_address, debug=debug, reporter=reporter),
+                    reporter=reporter, size=size, detections=None if detections is None else str(detections))
     return job, assets.get("texture_space"), assets["flame"]
 
 
-def _raise_items_failed(failed: list[dict], n_items: int, what: str, tail: str = "listed above") -> None:
-    """ItemsFailed with :func:`flamefit.errors.items_exit_code`'s code (the photos' own code when all failed with
-    one; else 7)."""
-    from flamefit.errors import ItemsFailed, items_exit_code
+def _raise_items_failed(failed: list[dict], n_items: int, what: str) -> None:
+    """The stage's failed photos as :func:`flamefit.errors.items_failed` (their own code when all failed alike)."""
+    from flamefit.errors import items_failed
 
-    code = items_exit_code([f.get("exit_code") or 1 for f in failed], n_items)
-    if n_items == len(failed) == 1:
-        f = failed[0]
-        msg = f["message"] if f["source"] in f["message"] else f"{f['source']}: {f['message']}"
-    else:
-        msg = f"{len(failed)} of {n_items} {what} failed ({tail})"
-    raise ItemsFailed(msg, exit_code=code)
+    raise items_failed([(f["source"], f["message"], f.get("exit_code")) for f in failed], n_items, what,
+                       tail=" (listed above)")
 
 
 def _log(msg: str) -> None:

@@ -171,6 +171,12 @@ def run_stages(it: Iteration, cfg: BuildConfig, unwrap: UnwrapJob, space: str | 
 
     log(f"iteration {it.index}: unwrap (fit with {space or 'a free albedo'}) ...")
     out["unwrap"] = note("unwrap", unwrap.run(it, space))
+    failed = out["unwrap"].get("failed")
+    if failed and not out["unwrap"].get("n_ok"):  # nothing to build from: stop here, with the photos' own code
+        from flamefit.errors import items_failed
+
+        raise items_failed([(f["source"], f["message"], f.get("exit_code")) for f in failed],
+                           len(out["unwrap"].get("items") or failed), "photos", tail=" (listed above)")
     if cfg.fill == "network":
         out["train-inpaint"] = note(f"train-inpaint ({cfg.inpaint_steps} steps)", train_stage(it, cfg, device=device))
     out["inpaint"] = note(f"inpaint ({cfg.fill})", inpaint_stage(it, cfg, start_space=start_space, device=device))

@@ -138,6 +138,6 @@ def observation_from_detection(image, detection: Detection, *, mask: bool = True
         blendshape_names=expression.blendshape_names,
         face_transform=expression.face_transform,
         missing=dict(expression.missing),
-        faces_found=int(getattr(detection, "faces_found", 1)),
-        face_index=int(getattr(detection, "face_index", 0)),
+        faces_found=int(detection.faces_found),
+        face_index=int(detection.face_index),
     )

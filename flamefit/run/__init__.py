@@ -12,10 +12,11 @@ See :mod:`flamefit.run.spec` (the serialisable spec), :mod:`flamefit.run.items` 
 texspace unwrap) live in :mod:`flamefit.jobs` and are named in the spec as ``module:attribute``.
 """
 
+from flamefit.errors import ItemsFailed
 from flamefit.run.executors import InProcessExecutor, PoolExecutor, RayExecutor
 from flamefit.run.items import IMAGE_EXTENSIONS, Item, check_inputs, expand_inputs, image_items, output_names, shard
 from flamefit.run.progress import Reporter
-from flamefit.run.runner import ItemsFailed, RunSummary, run_items
+from flamefit.run.runner import RunSummary, run_items
 from flamefit.run.spec import RunSpec, pin_environment, resolve_assets, resolve_cache_dir
 from flamefit.run.worker import FAILED, OK, SKIPPED, Record, Worker, make_worker, process_safely
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flamefit.errors import FlamefitError, ItemsFailed, items_exit_code
+from flamefit.errors import FlamefitError, items_failed
 from flamefit.run.items import Item
 from flamefit.run.spec import RunSpec
 from flamefit.run.worker import FAILED, OK, SKIPPED, Record
@@ -43,12 +43,8 @@ class RunSummary:
         bad = self.failed
         if bad:
             shown = ", ".join(r.source for r in bad[:5]) + (", ..." if len(bad) > 5 else "")
-            if len(bad) == len(self.records) == 1:
-                r = bad[0]
-                msg = r.message if r.source in r.message else f"{r.source}: {r.message}"
-            else:
-                msg = f"{len(bad)} of {len(self.records)} items failed: {shown}"
-            raise ItemsFailed(msg, exit_code=items_exit_code([r.exit_code for r in bad], len(self.records)))
+            raise items_failed([(r.source, r.message, r.exit_code) for r in bad], len(self.records),
+                               tail=f": {shown}")
 
 
 def run_items(spec: RunSpec, items: Sequence[Item], executor=None, reporter=None, skip_finished: bool = True,
